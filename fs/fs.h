@@ -1,0 +1,72 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * fs/fs.h - the mounted filesystem: FUSE low-level operations served from the
+ * daemon's event loop, over a namespace (fs/ns.h) and the chunk store.
+ *
+ * Requests from /dev/fuse are read on the loop's thread and answered there,
+ * many of them later (when a chunk read or a flush completes), so no thread
+ * ever blocks per request. Writes land in a staging file per open inode; on
+ * flush (close) and fsync the dirty ranges are re-chunked on a worker, only
+ * new chunks are stored, and a new file version is recorded in the
+ * namespace. fsync returns once the chunks and the namespace record are
+ * durable.
+ */
+#ifndef P2P_FS_FS_H
+#define P2P_FS_FS_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "chunkstore/store.h"
+#include "common/ev.h"
+#include "fs/ns.h"
+
+struct fs;
+
+struct fs_opts {
+	const char *mountpoint;
+	const char *staging_dir; /* where staging files live (same disk as the store) */
+	const char *state_dir;	 /* reported through the "user.p2pfs.state" xattr of the root */
+	struct cs_cdc_params cdc;
+	double attr_timeout;	     /* seconds the kernel may cache attributes; 0: default */
+	double entry_timeout;	     /* seconds the kernel may cache names; 0: default */
+	unsigned commit_interval_ms; /* closed files become durable this soon; 0: default 1000 */
+	unsigned read_ahead_kb;	     /* kernel read-ahead for the mount; 0: default */
+	bool writeback_cache;	     /* kernel write-back caching of file data */
+	bool allow_other;	     /* let other users in (root mounts) */
+	bool debug;		     /* log every request */
+};
+
+/* Caller keeps @loop, @pool, @cs and @ns alive until fs_free(). */
+P2P_MUST_CHECK int fs_new(struct ev_loop *loop, struct ev_pool *pool, struct cs_store *cs,
+			  struct ns *ns, const struct fs_opts *opts, struct fs **ret_fs);
+/* Mount and start serving on the loop. Returns 0 once the kernel has the mount. */
+P2P_MUST_CHECK int fs_mount(struct fs *fs);
+
+/*
+ * fs_shutdown() - unmount and make everything durable. @lazy detaches a busy
+ * mount instead of failing with -EBUSY. @done runs on the loop once the
+ * session has ended, dirty files are flushed and the namespace committed
+ * (rc 0), or when the unmount was refused (rc -EBUSY; still mounted).
+ */
+typedef void fs_done_fn(void *arg, int rc);
+void fs_shutdown(struct fs *fs, bool lazy, fs_done_fn *done, void *arg);
+/* The kernel ended the session by itself (someone ran umount): @fn is told. */
+void fs_set_ended_cb(struct fs *fs, fs_done_fn *fn, void *arg);
+/* Flush every dirty file and commit; @done runs when all is durable. */
+void fs_sync(struct fs *fs, fs_done_fn *done, void *arg);
+void fs_free(struct fs *fs);
+
+struct fs_stats {
+	uint64_t requests;
+	uint64_t reads, read_bytes;
+	uint64_t writes, write_bytes;
+	uint64_t flushes, flush_bytes_hashed, chunks_new, chunks_dedup;
+	uint64_t commits, fsyncs;
+	uint64_t open_files, dirty_files;
+	uint64_t read_errors;
+};
+
+void fs_get_stats(struct fs *fs, struct fs_stats *ret_stats);
+
+#endif

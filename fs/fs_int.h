@@ -1,0 +1,189 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * fs/fs_int.h - state shared by the fs_*.c files (never included from outside fs/).
+ *
+ * Object lifetimes:
+ *  - struct fs_node exists for an inode while anything needs per-inode state:
+ *    open handles, dirty data, a flush, staging writes or reads in flight.
+ *    fs_node_put() frees it when none of those remain.
+ *  - A fuse_req_t is answered exactly once; every path that takes a request
+ *    (including error paths and shutdown) ends in one fuse_reply_*.
+ */
+#ifndef P2P_FS_INT_H
+#define P2P_FS_INT_H
+
+#define FUSE_USE_VERSION 314
+#include <fuse_lowlevel.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "common/ev.h"
+#include "common/log.h"
+#include "fs/fs.h"
+#include "fs/fs_ext.h"
+#include "fs/mf.h"
+
+/* A request waiting for something (a manifest load, a flush, a commit). */
+struct fs_waiter {
+	struct fs_waiter *next;
+	fuse_req_t req;
+	int kind; /* enum fs_wait_kind */
+	struct fuse_file_info fi;
+	uint64_t ino;
+	void *ctx; /* FS_WAIT_SYNC_CB: the struct fs_sync_req */
+};
+
+enum fs_wait_kind {
+	FS_WAIT_OPEN,	 /* reply fuse_reply_open once the manifest is loaded */
+	FS_WAIT_FLUSH,	 /* reply 0 once flushed */
+	FS_WAIT_FSYNC,	 /* after the flush, wait for a commit, then reply 0 */
+	FS_WAIT_COMMIT,	 /* reply 0 after the next commit */
+	FS_WAIT_SYNC_CB, /* internal: fs_sync() completion */
+	FS_WAIT_RELEASE, /* reply 0 (release) once flushed */
+};
+
+enum fs_mf_state {
+	FS_MF_NONE,
+	FS_MF_LOADING,
+	FS_MF_READY,
+};
+
+struct fs_flush_job;
+
+struct fs_node {
+	struct fs_node *hnext;
+	struct fs *fs;
+	uint64_t ino;
+	unsigned opens;
+	unsigned busy; /* reads, staging writes, loads in flight */
+
+	/* The committed version this node's reads come from. */
+	enum fs_mf_state mf_state;
+	int mf_err;
+	struct ns_content content; /* what mf was loaded for */
+	struct mf mf;
+	struct mf_loader *loader;
+	struct fs_waiter *mf_waiters;
+
+	/* Writes not yet chunked. */
+	int sfd;		/* staging file (O_TMPFILE), -1 if none */
+	struct fs_ext dirty;	/* ranges whose newest bytes are in the staging file */
+	struct fs_ext wdirty;	/* ranges written while a flush runs */
+	uint64_t size;		/* current size */
+	int64_t mtime;		/* current mtime (ns), valid when dirty */
+	bool is_dirty;		/* differs from the committed entry */
+	bool meta_during_flush; /* size/mtime changed while a flush ran */
+	int flush_err;		/* last flush failed with this; cleared by new writes */
+	bool flush_after_load;	/* a flush is due once the chunk list is loaded */
+	uint64_t content_size;	/* size of the committed version n->mf was loaded for */
+
+	struct fs_flush_job *job;	 /* flush in flight */
+	struct fs_waiter *flush_waiters; /* answered when the running flush ends */
+	struct fs_waiter *next_waiters;	 /* need a flush after the running one */
+
+	/* Page-cache coherence: the kernel may keep cached pages across opens
+	 * only if the content has not changed since they were cached. */
+	uint64_t gen;
+	uint64_t cached_gen;
+	bool eio_logged;
+};
+
+struct fs_buf {
+	struct fs_buf *next;
+	uint8_t data[];
+};
+
+struct fs {
+	struct ev_loop *loop;
+	struct ev_pool *pool;
+	struct cs_store *cs;
+	struct ns *ns;
+	struct fs_opts o;
+	char *mountpoint;
+	char *staging_dir;
+	char *state_dir;
+
+	struct fuse_session *se;
+	int fd;
+	struct ev_op poll_op;
+	bool poll_armed;
+	bool session_ended;
+	size_t bufsize;
+	struct fs_buf *free_bufs;
+	unsigned nfree_bufs;
+	struct fs_buf *cur_buf; /* buffer of the request being dispatched; a handler may take it */
+
+	struct fs_node **nodes;
+	size_t nodes_cap, nnodes;
+
+	/* Commits: pending namespace records made durable in batches. */
+	struct ev_timer commit_timer;
+	bool commit_running;
+	bool commit_again;
+	struct fs_waiter *commit_waiters;      /* answered by the running commit */
+	struct fs_waiter *commit_next_waiters; /* need a commit that starts later */
+	bool ns_dirty;
+
+	/* Shutdown. */
+	bool shutting_down;
+	fs_done_fn *shutdown_done;
+	void *shutdown_arg;
+	fs_done_fn *ended_cb;
+	void *ended_arg;
+	struct ev_work umount_work;
+	bool umount_lazy;
+	int umount_rc;
+	bool mounted;
+
+	/* fs_sync() callers. */
+	struct fs_sync_req *sync_reqs;
+
+	struct fs_stats st;
+	struct log_rl rl_eio;
+};
+
+/* fs.c */
+struct fs_node *fs_node_get(struct fs *fs, uint64_t ino);  /* find or create; NULL on ENOMEM */
+struct fs_node *fs_node_find(struct fs *fs, uint64_t ino); /* find only */
+void fs_node_put(struct fs_node *n);			   /* free if nothing needs it */
+void fs_commit_kick(struct fs *fs);
+void fs_commit_wait(struct fs *fs, struct fs_waiter *w); /* w answered after a later commit */
+void fs_mark_ns_dirty(struct fs *fs);
+struct fs_waiter *fs_waiter_new(fuse_req_t req, int kind, uint64_t ino,
+				const struct fuse_file_info *fi);
+void fs_fill_stat(struct fs *fs, uint64_t ino, const struct ns_attr *a, struct stat *st);
+/* Attributes of @ino as the kernel should see them (dirty size/mtime included). */
+int fs_getattr_ino(struct fs *fs, uint64_t ino, struct ns_attr *ret_attr);
+void fs_ops_init(struct fuse_lowlevel_ops *ops);
+void fs_sync_flushed(struct fs *fs); /* a flush ended: let fs_sync() callers advance */
+void fs_reply_waiter_sync(struct fs *fs, void *ctx, int rc);
+
+/* fs_io.c */
+void fs_op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi);
+void fs_op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
+		  struct fuse_file_info *fi);
+void fs_op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info *fi);
+void fs_op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size, off_t off,
+		 struct fuse_file_info *fi);
+void fs_op_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi);
+void fs_op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi);
+void fs_op_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi);
+void fs_op_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t off, off_t len,
+		     struct fuse_file_info *fi);
+void fs_op_lseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence, struct fuse_file_info *fi);
+void fs_op_copy_file_range(fuse_req_t req, fuse_ino_t ino_in, off_t off_in,
+			   struct fuse_file_info *fi_in, fuse_ino_t ino_out, off_t off_out,
+			   struct fuse_file_info *fi_out, size_t len, int flags);
+/* Truncate (setattr size): 0 or -errno. */
+int fs_truncate(struct fs *fs, uint64_t ino, uint64_t size);
+/* Start a flush of @n if it is dirty; @w (may be NULL) is answered when done. */
+void fs_flush_node(struct fs_node *n, struct fs_waiter *w);
+/*
+ * Start a flush of every dirty node; returns how many are dirty or flushing.
+ * Nodes whose last flush failed (and were not written since) are not retried
+ * here; *ret_err is set to that error.
+ */
+unsigned fs_flush_all(struct fs *fs, int *ret_err);
+void fs_reply_waiter(struct fs *fs, struct fs_waiter *w, int rc);
+
+#endif

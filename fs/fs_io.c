@@ -1,0 +1,1020 @@
+// SPDX-License-Identifier: MIT
+/*
+ * fs/fs_io.c - FUSE file I/O: open, read, write, flush, fsync, release,
+ * truncate, fallocate; loading manifests; flush jobs.
+ *
+ * Reads: a request is cut into pieces - chunk ranges (read through cs_read,
+ * verified, often from its memory cache), staging ranges (dirty bytes, read
+ * with io_uring) and zeros - and answered with one fuse_reply_iov once every
+ * piece is in, so no bytes are copied in user space.
+ *
+ * Writes: the request buffer is handed to an io_uring write into the inode's
+ * staging file (O_TMPFILE, so a crash leaves nothing behind) and the request
+ * is answered when the write completes. The written range joins the inode's
+ * dirty set.
+ *
+ * Flush (close) and fsync: a worker re-chunks the dirty ranges (fs_rechunk.c)
+ * and stores the new chunks and manifest; back on the loop the new version
+ * becomes the inode's content in the namespace. Writes that arrive during a
+ * flush stay dirty for the next one.
+ *
+ * Invariants:
+ *  1. n->dirty holds every range whose newest bytes are only in the staging
+ *     file; reads take those ranges from staging, the rest from n->mf.
+ *  2. n->mf does not change while a flush job runs (the job reads it).
+ *  3. n->size is the file's current size whenever the node exists.
+ */
+#define LOG_SUBSYS "fs"
+#include "fs/fs_int.h"
+#include "common/tm.h"
+#include "fs/fs_rechunk.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static struct fs *req_fs(fuse_req_t req)
+{
+	return fuse_req_userdata(req);
+}
+
+/* ---- node set-up ---- */
+
+/* Make sure n->size and n->content reflect the namespace (for a node just created). */
+static int node_sync_attr(struct fs_node *n)
+{
+	struct ns_attr a;
+	int rc;
+
+	if (n->is_dirty || n->job || n->mf_state != FS_MF_NONE)
+		return 0;
+	if ((rc = ns_getattr(n->fs->ns, n->ino, &a)) < 0)
+		return rc;
+	n->size = a.size;
+	n->mtime = a.mtime;
+	return 0;
+}
+
+static int ensure_staging(struct fs_node *n)
+{
+	struct fs *fs = n->fs;
+
+	if (n->sfd >= 0)
+		return 0;
+	n->sfd = open(fs->staging_dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+	if (n->sfd < 0 && (errno == EOPNOTSUPP || errno == EISDIR || errno == EINVAL)) {
+		char path[4096];
+
+		snprintf(path, sizeof(path), "%s/stage-XXXXXX", fs->staging_dir);
+		n->sfd = mkostemp(path, O_CLOEXEC);
+		if (n->sfd >= 0)
+			unlink(path);
+	}
+	if (n->sfd < 0) {
+		int err = errno;
+
+		log_error("cannot create a staging file in %s: %s", fs->staging_dir, strerror(err));
+		return -err;
+	}
+	return 0;
+}
+
+/* ---- manifests ---- */
+
+static void mf_loaded(struct fs_node *n, int rc);
+static void mf_load_step(struct fs_node *n);
+
+static void on_mf_block(void *arg, int rc, struct cs_buf *b)
+{
+	struct fs_node *n = arg;
+
+	n->busy--;
+	if (rc == 0)
+		rc = mf_loader_feed(n->loader, cs_buf_data(b), cs_buf_len(b));
+	if (rc < 0) {
+		mf_loaded(n, rc);
+		return;
+	}
+	mf_load_step(n);
+}
+
+static void mf_load_step(struct fs_node *n)
+{
+	uint8_t id[CS_ID_LEN];
+	int rc;
+
+	while ((rc = mf_loader_next(n->loader, id)) == 1) {
+		struct cs_buf *b = NULL;
+
+		rc = cs_read(n->fs->cs, id, on_mf_block, n, &b);
+		if (rc == 0) {
+			n->busy++;
+			return;
+		}
+		if (rc < 0)
+			break;
+		rc = mf_loader_feed(n->loader, cs_buf_data(b), cs_buf_len(b));
+		cs_buf_unref(b);
+		if (rc < 0)
+			break;
+	}
+	mf_loaded(n, rc);
+}
+
+static void mf_loaded(struct fs_node *n, int rc)
+{
+	struct fs *fs = n->fs;
+	struct fs_waiter *w = n->mf_waiters;
+
+	if (n->loader) {
+		if (rc == 0) {
+			mf_done(&n->mf);
+			mf_loader_take(n->loader, &n->mf);
+		}
+		mf_loader_done(n->loader);
+		free(n->loader);
+		n->loader = NULL;
+	}
+	if (rc == 0 && n->mf.size != n->content_size) {
+		char hex[9];
+
+		p2p_hex8(hex, n->content.id);
+		log_error("manifest %s of inode %llu covers %llu bytes, the entry says %llu", hex,
+			  (unsigned long long)n->ino, (unsigned long long)n->mf.size,
+			  (unsigned long long)n->content_size);
+		rc = -EIO;
+	}
+	if (rc < 0) {
+		char hex[9];
+
+		p2p_hex8(hex, n->content.id);
+		if (log_rl_allow(&fs->rl_eio, 10, 10000))
+			log_error("cannot load the chunk list %s of inode %llu: %s", hex,
+				  (unsigned long long)n->ino,
+				  rc == -ENOENT ? "a manifest block is not stored here"
+						: strerror(-rc));
+		n->mf_state = FS_MF_NONE;
+		n->mf_err = rc;
+		rc = -EIO;
+	} else {
+		n->mf_state = FS_MF_READY;
+	}
+	n->mf_waiters = NULL;
+	while (w) {
+		struct fs_waiter *next = w->next;
+
+		if (w->kind == FS_WAIT_OPEN) {
+			if (rc < 0) {
+				n->opens--;
+				fuse_reply_err(w->req, -rc);
+			} else {
+				fuse_reply_open(w->req, &w->fi);
+			}
+			free(w);
+		} else {
+			/* A flush that needed the manifest first. */
+			if (rc < 0)
+				fs_reply_waiter(fs, w, rc);
+			else
+				fs_flush_node(n, w);
+		}
+		w = next;
+	}
+	if (n->flush_after_load) {
+		n->flush_after_load = false;
+		if (rc == 0)
+			fs_flush_node(n, NULL);
+	}
+	fs_node_put(n);
+}
+
+/* Start loading n's content for the namespace's current version; @w waits for it. */
+static void node_load(struct fs_node *n, struct fs_waiter *w)
+{
+	struct ns_content c;
+	struct ns_attr a;
+	int rc;
+
+	if (w) {
+		w->next = n->mf_waiters;
+		n->mf_waiters = w;
+	}
+	if (n->mf_state == FS_MF_LOADING)
+		return;
+	if ((rc = ns_get_content(n->fs->ns, n->ino, &c)) < 0 ||
+	    (rc = ns_getattr(n->fs->ns, n->ino, &a)) < 0) {
+		mf_loaded(n, rc);
+		return;
+	}
+	n->content = c;
+	n->content_size = a.size;
+	if (!n->is_dirty && !n->job) {
+		n->size = a.size;
+		n->mtime = a.mtime;
+	}
+	mf_done(&n->mf);
+	switch (c.kind) {
+	case NS_CONTENT_NONE:
+		mf_loaded(n, a.size ? -EIO : 0);
+		return;
+	case NS_CONTENT_CHUNK:
+		rc = a.size && a.size <= CS_CHUNK_MAX_LIMIT
+			 ? mf_append(&n->mf, c.id, (uint32_t)a.size)
+			 : -EIO;
+		mf_loaded(n, rc);
+		return;
+	case NS_CONTENT_MANIFEST:
+		if (!(n->loader = malloc(sizeof(*n->loader)))) {
+			mf_loaded(n, -ENOMEM);
+			return;
+		}
+		mf_loader_init(n->loader, c.id);
+		n->mf_state = FS_MF_LOADING;
+		mf_load_step(n);
+		return;
+	default:
+		mf_loaded(n, -EIO);
+	}
+}
+
+/* ---- open, create, release ---- */
+
+void fs_op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	struct fs *fs = req_fs(req);
+	struct fs_node *n;
+	struct fs_waiter *w;
+	struct ns_attr a;
+	int rc;
+
+	if ((rc = ns_getattr(fs->ns, ino, &a)) < 0)
+		goto err;
+	if (a.type != NS_FILE) {
+		rc = a.type == NS_DIR ? -EISDIR : -EINVAL;
+		goto err;
+	}
+	if ((fi->flags & O_ACCMODE) != O_RDONLY && ns_read_only(fs->ns)) {
+		rc = -EROFS;
+		goto err;
+	}
+	if (!(n = fs_node_get(fs, ino))) {
+		rc = -ENOMEM;
+		goto err;
+	}
+	if ((rc = node_sync_attr(n)) < 0) {
+		fs_node_put(n);
+		goto err;
+	}
+	n->opens++;
+	fi->fh = 0;
+	/* Local writes go through the page cache, so it stays valid across opens;
+	 * changes from elsewhere invalidate it explicitly. */
+	fi->keep_cache = 1;
+	if ((fi->flags & O_TRUNC) && (fi->flags & O_ACCMODE) != O_RDONLY && n->size) {
+		if ((rc = fs_truncate(fs, ino, 0)) < 0) {
+			n->opens--;
+			fs_node_put(n);
+			goto err;
+		}
+	}
+	if (n->mf_state == FS_MF_READY) {
+		fuse_reply_open(req, fi);
+		return;
+	}
+	if (!(w = fs_waiter_new(req, FS_WAIT_OPEN, ino, fi))) {
+		n->opens--;
+		fs_node_put(n);
+		rc = -ENOMEM;
+		goto err;
+	}
+	node_load(n, w);
+	return;
+err:
+	fuse_reply_err(req, -rc);
+}
+
+void fs_op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
+		  struct fuse_file_info *fi)
+{
+	struct fs *fs = req_fs(req);
+	const struct fuse_ctx *ctx = fuse_req_ctx(req);
+	struct fuse_entry_param e;
+	struct fs_node *n;
+	struct ns_attr pa, a;
+	uint32_t gid = ctx->gid;
+	uint64_t ino;
+	int rc;
+
+	if (ns_getattr(fs->ns, parent, &pa) == 0 && (pa.mode & S_ISGID))
+		gid = pa.gid;
+	rc = ns_create(fs->ns, parent, name, NS_FILE, mode & 07777, ctx->uid, gid, NULL, &ino);
+	if (rc < 0)
+		goto err;
+	fs_mark_ns_dirty(fs);
+	if (!(n = fs_node_get(fs, ino))) {
+		rc = -ENOMEM;
+		goto err;
+	}
+	n->opens++;
+	n->size = 0;
+	n->mf_state = FS_MF_READY;
+	memset(&n->content, 0, sizeof(n->content));
+	if ((rc = ns_getattr(fs->ns, ino, &a)) < 0) {
+		n->opens--;
+		fs_node_put(n);
+		goto err;
+	}
+	n->mtime = a.mtime;
+	memset(&e, 0, sizeof(e));
+	e.ino = ino;
+	e.generation = 1;
+	e.attr_timeout = fs->o.attr_timeout;
+	e.entry_timeout = fs->o.entry_timeout;
+	fs_fill_stat(fs, ino, &a, &e.attr);
+	fi->fh = 0;
+	fi->keep_cache = 1;
+	fuse_reply_create(req, &e, fi);
+	return;
+err:
+	fuse_reply_err(req, -rc);
+}
+
+void fs_op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	struct fs *fs = req_fs(req);
+	struct fs_node *n = fs_node_find(fs, ino);
+
+	(void)fi;
+	fuse_reply_err(req, 0);
+	if (!n)
+		return;
+	if (n->opens)
+		n->opens--;
+	/* Pages written back through a shared mapping after close arrive as
+	 * writes with no flush of their own: record them now. */
+	if (!n->opens && n->is_dirty && !n->job)
+		fs_flush_node(n, NULL);
+	fs_node_put(n);
+}
+
+/* ---- reads ---- */
+
+struct rd;
+
+struct rd_piece {
+	struct rd *rd;
+	struct ev_op op;    /* staging reads */
+	struct cs_buf *buf; /* chunk pieces */
+	uint8_t *own;	    /* staging and zero pieces */
+	size_t skip;	    /* offset of the piece in the chunk */
+	size_t len;
+	uint64_t off; /* file offset, for messages */
+	uint8_t id[CS_ID_LEN];
+};
+
+struct rd {
+	fuse_req_t req;
+	struct fs_node *n;
+	unsigned pending;
+	int err;
+	size_t npieces;
+	struct rd_piece p[];
+};
+
+static void rd_finish(struct rd *rd)
+{
+	struct fs_node *n = rd->n;
+	struct fs *fs = n->fs;
+
+	if (rd->err) {
+		fs->st.read_errors++;
+		fuse_reply_err(rd->req, rd->err);
+	} else {
+		struct iovec small[8], *iov = small;
+		size_t total = 0;
+
+		if (rd->npieces > ARRAY_SIZE(small) &&
+		    !(iov = malloc(rd->npieces * sizeof(*iov)))) {
+			fuse_reply_err(rd->req, ENOMEM);
+			goto out;
+		}
+		for (size_t i = 0; i < rd->npieces; i++) {
+			struct rd_piece *p = &rd->p[i];
+
+			iov[i].iov_base = p->buf ? (void *)(cs_buf_data(p->buf) + p->skip) : p->own;
+			iov[i].iov_len = p->len;
+			total += p->len;
+		}
+		fs->st.reads++;
+		fs->st.read_bytes += total;
+		fuse_reply_iov(rd->req, iov, (int)rd->npieces);
+		if (iov != small)
+			free(iov);
+	}
+out:
+	for (size_t i = 0; i < rd->npieces; i++) {
+		cs_buf_unref(rd->p[i].buf);
+		free(rd->p[i].own);
+	}
+	free(rd);
+	n->busy--;
+	fs_node_put(n);
+}
+
+static void rd_fail(struct rd_piece *p, int rc)
+{
+	struct fs_node *n = p->rd->n;
+	char hex[9];
+
+	p2p_hex8(hex, p->id);
+	if (!n->eio_logged || log_get_level() >= LOG_LVL_DEBUG) {
+		n->eio_logged = true;
+		log_error("read of inode %llu at offset %llu failed: chunk %s %s",
+			  (unsigned long long)n->ino, (unsigned long long)p->off, hex,
+			  rc == -ENOENT	   ? "is not stored on this node"
+			  : rc == -EBADMSG ? "failed verification (corrupt on disk)"
+					   : strerror(-rc));
+	}
+	p->rd->err = EIO;
+}
+
+static void on_rd_chunk(void *arg, int rc, struct cs_buf *b)
+{
+	struct rd_piece *p = arg;
+	struct rd *rd = p->rd;
+
+	if (rc < 0)
+		rd_fail(p, rc);
+	else if (cs_buf_len(b) < p->skip + p->len)
+		rd_fail(p, -EIO);
+	else
+		p->buf = cs_buf_ref(b);
+	if (--rd->pending == 0)
+		rd_finish(rd);
+}
+
+static void on_rd_staging(struct ev_op *op, int32_t res)
+{
+	struct rd_piece *p = container_of(op, struct rd_piece, op);
+	struct rd *rd = p->rd;
+
+	if (res < 0) {
+		log_error("reading the staging file of inode %llu: %s",
+			  (unsigned long long)rd->n->ino, strerror(-res));
+		rd->err = EIO;
+	} else if ((size_t)res < p->len) {
+		/* Past the end of the staging file: a hole, zeros. */
+		memset(p->own + res, 0, p->len - (size_t)res);
+	}
+	if (--rd->pending == 0)
+		rd_finish(rd);
+}
+
+static size_t count_pieces(const struct fs_node *n, uint64_t off, uint64_t end)
+{
+	size_t count = 0;
+	uint64_t pos = off;
+
+	while (pos < end) {
+		size_t di = fs_ext_first_after(&n->dirty, pos);
+		uint64_t lim;
+
+		if (di < n->dirty.n && n->dirty.r[di].start <= pos) {
+			lim = P2P_MIN(end, n->dirty.r[di].end);
+		} else {
+			lim = di < n->dirty.n ? P2P_MIN(end, n->dirty.r[di].start) : end;
+			if (pos < n->mf.size) {
+				const struct mf_chunk *c = &n->mf.c[mf_find(&n->mf, pos)];
+
+				lim = P2P_MIN(lim, c->off + c->len);
+			}
+		}
+		count++;
+		pos = lim;
+	}
+	return count;
+}
+
+void fs_op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info *fi)
+{
+	struct fs *fs = req_fs(req);
+	struct fs_node *n = fs_node_find(fs, ino);
+	uint64_t pos = (uint64_t)off, end;
+	size_t np;
+	struct rd *rd;
+
+	(void)fi;
+	if (!n || n->mf_state != FS_MF_READY) {
+		fuse_reply_err(req, n ? -(n->mf_err ? n->mf_err : -EIO) : EBADF);
+		return;
+	}
+	if (pos >= n->size) {
+		fuse_reply_buf(req, NULL, 0);
+		return;
+	}
+	end = P2P_MIN(n->size, pos + size);
+	np = count_pieces(n, pos, end);
+	if (!(rd = calloc(1, sizeof(*rd) + np * sizeof(rd->p[0])))) {
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	rd->req = req;
+	rd->n = n;
+	rd->npieces = np;
+	rd->pending = 1; /* held until every piece is started */
+	n->busy++;
+	for (size_t i = 0; i < np; i++) {
+		struct rd_piece *p = &rd->p[i];
+		size_t di = fs_ext_first_after(&n->dirty, pos);
+
+		p->rd = rd;
+		p->off = pos;
+		if (di < n->dirty.n && n->dirty.r[di].start <= pos) {
+			p->len = (size_t)(P2P_MIN(end, n->dirty.r[di].end) - pos);
+			ev_op_init(&p->op, on_rd_staging);
+			if (!(p->own = malloc(p->len)) ||
+			    ev_read(fs->loop, &p->op, n->sfd, p->own, p->len, pos) < 0) {
+				rd->err = EIO;
+				break;
+			}
+			rd->pending++;
+		} else if (pos >= n->mf.size) {
+			uint64_t lim = di < n->dirty.n ? P2P_MIN(end, n->dirty.r[di].start) : end;
+
+			p->len = (size_t)(lim - pos);
+			if (!(p->own = calloc(1, p->len))) {
+				rd->err = ENOMEM;
+				break;
+			}
+		} else {
+			const struct mf_chunk *c = &n->mf.c[mf_find(&n->mf, pos)];
+			uint64_t lim = di < n->dirty.n ? P2P_MIN(end, n->dirty.r[di].start) : end;
+			struct cs_buf *b = NULL;
+			int rc;
+
+			lim = P2P_MIN(lim, c->off + c->len);
+			p->len = (size_t)(lim - pos);
+			p->skip = (size_t)(pos - c->off);
+			memcpy(p->id, c->id, CS_ID_LEN);
+			rc = cs_read(fs->cs, c->id, on_rd_chunk, p, &b);
+			if (rc == 1) {
+				if (cs_buf_len(b) < p->skip + p->len) {
+					cs_buf_unref(b);
+					rd_fail(p, -EIO);
+					break;
+				}
+				p->buf = b;
+			} else if (rc == 0) {
+				rd->pending++;
+			} else {
+				rd_fail(p, rc);
+				break;
+			}
+		}
+		pos += p->len;
+	}
+	if (--rd->pending == 0)
+		rd_finish(rd);
+}
+
+/* ---- writes ---- */
+
+struct wr {
+	struct ev_op op;
+	fuse_req_t req;
+	struct fs_node *n;
+	struct fs_buf *buf;
+	uint64_t off;
+	size_t size;
+};
+
+static int node_mark_dirty(struct fs_node *n, uint64_t start, uint64_t end)
+{
+	int rc;
+
+	if ((rc = fs_ext_add(&n->dirty, start, end)) < 0)
+		return rc;
+	if (n->job && (rc = fs_ext_add(&n->wdirty, start, end)) < 0)
+		return rc;
+	n->is_dirty = true;
+	n->flush_err = 0;
+	return 0;
+}
+
+static void on_write_done(struct ev_op *op, int32_t res)
+{
+	struct wr *w = container_of(op, struct wr, op);
+	struct fs_node *n = w->n;
+	struct fs *fs = n->fs;
+	int rc = 0;
+
+	if (res < 0) {
+		rc = res;
+		if (res != -ENOSPC)
+			log_error("writing the staging file of inode %llu: %s",
+				  (unsigned long long)n->ino, strerror(-res));
+	} else if ((size_t)res != w->size) {
+		rc = -EIO;
+	} else {
+		uint64_t end = w->off + w->size;
+
+		/* A write past the end leaves a gap that reads as zeros (a hole in staging). */
+		if (w->off > n->size)
+			rc = node_mark_dirty(n, n->size, w->off);
+		if (rc == 0)
+			rc = node_mark_dirty(n, w->off, end);
+		if (rc == 0) {
+			if (end > n->size)
+				n->size = end;
+			if (!fs->o
+				 .writeback_cache) /* with it, the kernel keeps mtime and sends it */
+				n->mtime = (int64_t)tm_real_ns();
+			if (n->job)
+				n->meta_during_flush = true;
+			fs->st.writes++;
+			fs->st.write_bytes += w->size;
+		}
+	}
+	if (rc < 0)
+		fuse_reply_err(w->req, -rc);
+	else
+		fuse_reply_write(w->req, w->size);
+	if (w->buf)
+		free(w->buf);
+	free(w);
+	n->busy--;
+	fs_node_put(n);
+}
+
+void fs_op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size, off_t off,
+		 struct fuse_file_info *fi)
+{
+	struct fs *fs = req_fs(req);
+	struct fs_node *n = fs_node_find(fs, ino);
+	struct wr *w;
+	int rc;
+
+	(void)fi;
+	if (!n) {
+		fuse_reply_err(req, EBADF);
+		return;
+	}
+	if (ns_read_only(fs->ns)) {
+		fuse_reply_err(req, EROFS);
+		return;
+	}
+	if ((rc = ensure_staging(n)) < 0 || !(w = calloc(1, sizeof(*w)))) {
+		fuse_reply_err(req, rc < 0 ? -rc : ENOMEM);
+		return;
+	}
+	w->req = req;
+	w->n = n;
+	w->off = (uint64_t)off;
+	w->size = size;
+	/* The bytes live in the request buffer: keep it until the write completes. */
+	w->buf = fs->cur_buf;
+	fs->cur_buf = NULL;
+	ev_op_init(&w->op, on_write_done);
+	if (ev_write(fs->loop, &w->op, n->sfd, buf, size, (uint64_t)off) < 0) {
+		fuse_reply_err(req, EAGAIN);
+		free(w->buf);
+		free(w);
+		return;
+	}
+	n->busy++;
+}
+
+/* ---- truncate and fallocate ---- */
+
+int fs_truncate(struct fs *fs, uint64_t ino, uint64_t size)
+{
+	struct fs_node *n;
+	int rc;
+
+	if (ns_read_only(fs->ns))
+		return -EROFS;
+	if (!(n = fs_node_get(fs, ino)))
+		return -ENOMEM;
+	if ((rc = node_sync_attr(n)) < 0)
+		goto out;
+	if (size == n->size)
+		goto out;
+	if (size < n->size) {
+		fs_ext_truncate(&n->dirty, size);
+		fs_ext_truncate(&n->wdirty, size);
+		if (n->sfd >= 0 && ftruncate(n->sfd, (off_t)size) < 0) {
+			rc = -errno;
+			goto out;
+		}
+		n->is_dirty = true;
+		n->flush_err = 0;
+	} else {
+		if ((rc = ensure_staging(n)) < 0)
+			goto out;
+		/* Staging bytes past its end read as zeros; drop any stale ones first. */
+		if (ftruncate(n->sfd, (off_t)n->size) < 0) {
+			rc = -errno;
+			goto out;
+		}
+		if ((rc = node_mark_dirty(n, n->size, size)) < 0)
+			goto out;
+	}
+	n->size = size;
+	n->mtime = (int64_t)tm_real_ns();
+	if (n->job)
+		n->meta_during_flush = true;
+	else if (size == 0 && n->mf_state != FS_MF_LOADING) {
+		/* Nothing of the old version survives: no need to load its chunk list. */
+		mf_done(&n->mf);
+		n->mf_state = FS_MF_READY;
+	}
+	/* truncate(2) on a file nobody has open: record it now. */
+	if (!n->opens)
+		fs_flush_node(n, NULL);
+out:
+	fs_node_put(n);
+	return rc;
+}
+
+void fs_op_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t off, off_t len,
+		     struct fuse_file_info *fi)
+{
+	struct fs *fs = req_fs(req);
+	struct fs_node *n = fs_node_find(fs, ino);
+	uint64_t start = (uint64_t)off, end = (uint64_t)off + (uint64_t)len;
+	int rc = 0;
+
+	(void)fi;
+	if (!n) {
+		fuse_reply_err(req, EBADF);
+		return;
+	}
+	if (ns_read_only(fs->ns)) {
+		fuse_reply_err(req, EROFS);
+		return;
+	}
+	switch (mode) {
+	case 0:
+		/* Space is not reserved (chunks are written on flush); the size grows. */
+		if (end > n->size)
+			rc = fs_truncate(fs, ino, end);
+		break;
+	case FALLOC_FL_KEEP_SIZE:
+		break;
+	case FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE:
+	case FALLOC_FL_ZERO_RANGE:
+	case FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE: {
+		uint64_t zend = (mode & FALLOC_FL_KEEP_SIZE) ? P2P_MIN(end, n->size) : end;
+
+		if (start < zend) {
+			if ((rc = ensure_staging(n)) < 0)
+				break;
+			if (fallocate(n->sfd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, off,
+				      (off_t)(zend - start)) < 0) {
+				rc = -errno;
+				break;
+			}
+			if ((rc = node_mark_dirty(n, start, zend)) < 0)
+				break;
+			n->mtime = (int64_t)tm_real_ns();
+		}
+		if (!(mode & FALLOC_FL_KEEP_SIZE) && end > n->size)
+			rc = fs_truncate(fs, ino, end);
+		break;
+	}
+	default:
+		rc = -EOPNOTSUPP;
+	}
+	fuse_reply_err(req, rc < 0 ? -rc : 0);
+}
+
+/* ---- flush ---- */
+
+struct fs_flush_job {
+	struct ev_work w;
+	struct fs_node *n;
+	struct fs_rechunk_in in;
+	struct fs_ext dirty;
+	struct mf new_mf;
+	struct ns_content content;
+	struct fs_rechunk_stats st;
+	uint64_t size;
+	int64_t mtime;
+	int rc;
+};
+
+static void flush_run(struct ev_work *w)
+{
+	struct fs_flush_job *j = container_of(w, struct fs_flush_job, w);
+	struct mf_block *blocks;
+	size_t nb;
+
+	j->rc = fs_rechunk(&j->in, &j->new_mf, &j->st);
+	if (j->rc < 0)
+		return;
+	memset(&j->content, 0, sizeof(j->content));
+	if (j->new_mf.n == 0)
+		return;
+	if (j->new_mf.n == 1) {
+		j->content.kind = NS_CONTENT_CHUNK;
+		memcpy(j->content.id, j->new_mf.c[0].id, CS_ID_LEN);
+		return;
+	}
+	if ((j->rc = mf_encode(&j->new_mf, &blocks, &nb)) < 0)
+		return;
+	for (size_t i = 0; i < nb && j->rc >= 0; i++)
+		j->rc = cs_put(j->in.cs, blocks[i].id, blocks[i].data, blocks[i].len, CS_PUT_PIN);
+	if (j->rc >= 0) {
+		j->rc = 0;
+		j->content.kind = NS_CONTENT_MANIFEST;
+		memcpy(j->content.id, blocks[nb - 1].id, CS_ID_LEN);
+	}
+	mf_blocks_free(blocks, nb);
+}
+
+static void flush_done(struct ev_work *w)
+{
+	struct fs_flush_job *j = container_of(w, struct fs_flush_job, w);
+	struct fs_node *n = j->n;
+	struct fs *fs = n->fs;
+	struct fs_waiter *wt = n->flush_waiters;
+	int rc = j->rc;
+
+	struct fs_ext still_dirty;
+
+	/* What was written during the flush is still only in staging. */
+	if (rc == 0 && fs_ext_copy(&still_dirty, &n->wdirty) < 0)
+		rc = -ENOMEM;
+	if (rc == 0) {
+		rc = ns_set_content(fs->ns, n->ino, j->size, &j->content, j->mtime);
+		if (rc == -ENOENT) /* unlinked while open: the data goes with it */
+			rc = 0;
+		if (rc < 0)
+			fs_ext_done(&still_dirty);
+	}
+	if (rc == 0) {
+		fs->st.flushes++;
+		fs->st.flush_bytes_hashed += j->st.bytes_hashed;
+		fs->st.chunks_new += j->st.chunks_new;
+		fs->st.chunks_dedup += j->st.chunks_dedup;
+		mf_done(&n->mf);
+		n->mf = j->new_mf;
+		mf_init(&j->new_mf);
+		n->content = j->content;
+		n->content_size = j->size;
+		n->mf_state = FS_MF_READY;
+		fs_ext_done(&n->dirty);
+		n->dirty = still_dirty;
+		n->is_dirty = n->dirty.n || n->meta_during_flush || n->size != j->size;
+		fs_mark_ns_dirty(fs);
+		if (!n->is_dirty && !n->busy && n->sfd >= 0) {
+			close(n->sfd);
+			n->sfd = -1;
+		}
+	} else {
+		log_error("flushing inode %llu failed: %s; its changes stay in staging",
+			  (unsigned long long)n->ino, strerror(-rc));
+		n->flush_err = rc;
+	}
+	fs_ext_clear(&n->wdirty);
+	n->meta_during_flush = false;
+	n->job = NULL;
+	mf_done(&j->new_mf);
+	fs_ext_done(&j->dirty);
+	free(j);
+	n->flush_waiters = NULL;
+	while (wt) {
+		struct fs_waiter *next = wt->next;
+
+		fs_reply_waiter(fs, wt, rc);
+		wt = next;
+	}
+	if (n->next_waiters) {
+		struct fs_waiter *nw = n->next_waiters;
+
+		n->next_waiters = NULL;
+		while (nw) {
+			struct fs_waiter *next = nw->next;
+
+			fs_flush_node(n, nw);
+			nw = next;
+		}
+	}
+	fs_sync_flushed(fs);
+	fs_node_put(n);
+}
+
+void fs_flush_node(struct fs_node *n, struct fs_waiter *w)
+{
+	struct fs *fs = n->fs;
+	struct fs_flush_job *j;
+
+	if (n->job) {
+		if (w) {
+			w->next = n->next_waiters;
+			n->next_waiters = w;
+		}
+		return;
+	}
+	if (!n->is_dirty) {
+		if (w)
+			fs_reply_waiter(fs, w, 0);
+		return;
+	}
+	if (n->mf_state != FS_MF_READY) {
+		/* The old chunk list is needed to keep unchanged chunks: load it first. */
+		if (!w)
+			n->flush_after_load = true;
+		node_load(n, w);
+		return;
+	}
+	if (!(j = calloc(1, sizeof(*j))) || fs_ext_copy(&j->dirty, &n->dirty) < 0) {
+		free(j);
+		if (w)
+			fs_reply_waiter(fs, w, -ENOMEM);
+		return;
+	}
+	j->n = n;
+	j->size = n->size;
+	j->mtime = n->mtime;
+	j->in.base = &n->mf;
+	j->in.dirty = &j->dirty;
+	j->in.size = n->size;
+	j->in.staging_fd = n->sfd;
+	j->in.cdc = &fs->o.cdc;
+	j->in.cs = fs->cs;
+	j->in.put_flags = CS_PUT_PIN;
+	mf_init(&j->new_mf);
+	fs_ext_clear(&n->wdirty);
+	n->meta_during_flush = false;
+	n->job = j;
+	if (w) {
+		w->next = n->flush_waiters;
+		n->flush_waiters = w;
+	}
+	ev_work_submit(fs->pool, fs->loop, &j->w, flush_run, flush_done);
+}
+
+void fs_op_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	struct fs *fs = req_fs(req);
+	struct fs_node *n = fs_node_find(fs, ino);
+	struct fs_waiter *w;
+
+	if (!n || (!n->is_dirty && !n->job)) {
+		fuse_reply_err(req, n && n->flush_err ? -n->flush_err : 0);
+		return;
+	}
+	if (!(w = fs_waiter_new(req, FS_WAIT_FLUSH, ino, fi))) {
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	fs_flush_node(n, w);
+}
+
+void fs_op_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi)
+{
+	struct fs *fs = req_fs(req);
+	struct fs_node *n = fs_node_find(fs, ino);
+	struct fs_waiter *w = fs_waiter_new(req, FS_WAIT_FSYNC, ino, fi);
+
+	(void)datasync;
+	if (!w) {
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	fs->st.fsyncs++;
+	if (n)
+		fs_flush_node(n, w);
+	else
+		fs_reply_waiter(fs, w, 0);
+}
+
+unsigned fs_flush_all(struct fs *fs, int *ret_err)
+{
+	unsigned busy = 0;
+
+	for (size_t i = 0; i < fs->nodes_cap; i++) {
+		struct fs_node *n, *next;
+
+		for (n = fs->nodes[i]; n; n = next) {
+			next = n->hnext;
+			if (n->job || n->mf_state == FS_MF_LOADING) {
+				busy++;
+				continue;
+			}
+			if (!n->is_dirty)
+				continue;
+			if (n->flush_err) {
+				*ret_err = n->flush_err;
+				continue;
+			}
+			busy++;
+			fs_flush_node(n, NULL);
+		}
+	}
+	return busy;
+}
