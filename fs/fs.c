@@ -574,6 +574,12 @@ void fs_shutdown(struct fs *fs, bool lazy, fs_done_fn *done, void *arg)
 	ev_work_submit(fs->pool, fs->loop, &fs->umount_work, umount_run, umount_done);
 }
 
+void fs_set_ready_cb(struct fs *fs, fs_done_fn *fn, void *arg)
+{
+	fs->ready_cb = fn;
+	fs->ready_arg = arg;
+}
+
 void fs_set_ended_cb(struct fs *fs, fs_done_fn *fn, void *arg)
 {
 	fs->ended_cb = fn;
@@ -599,6 +605,8 @@ static void op_init(void *userdata, struct fuse_conn_info *conn)
 	/* We invalidate explicitly when content changes; splice measured no faster. */
 	conn->want &= ~(FUSE_CAP_AUTO_INVAL_DATA | FUSE_CAP_SPLICE_READ | FUSE_CAP_SPLICE_WRITE |
 			FUSE_CAP_SPLICE_MOVE);
+	if (fs->ready_cb)
+		fs->ready_cb(fs->ready_arg, 0);
 }
 
 static void op_destroy(void *userdata)

@@ -51,6 +51,8 @@ P2P_MUST_CHECK int fs_mount(struct fs *fs);
  */
 typedef void fs_done_fn(void *arg, int rc);
 void fs_shutdown(struct fs *fs, bool lazy, fs_done_fn *done, void *arg);
+/* The kernel has sent INIT: the mount is usable. */
+void fs_set_ready_cb(struct fs *fs, fs_done_fn *fn, void *arg);
 /* The kernel ended the session by itself (someone ran umount): @fn is told. */
 void fs_set_ended_cb(struct fs *fs, fs_done_fn *fn, void *arg);
 /* Flush every dirty file and commit; @done runs when all is durable. */

@@ -130,6 +130,8 @@ struct fs {
 	void *shutdown_arg;
 	fs_done_fn *ended_cb;
 	void *ended_arg;
+	fs_done_fn *ready_cb;
+	void *ready_arg;
 	struct ev_work umount_work;
 	bool umount_lazy;
 	int umount_rc;

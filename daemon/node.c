@@ -1,0 +1,676 @@
+// SPDX-License-Identifier: MIT
+/*
+ * daemon/node.c - the running daemon: opens the state directory, the chunk
+ * store, the namespace and the mount, serves the control socket and shuts
+ * down cleanly on `p2pfs umount`, SIGTERM/SIGINT or an external unmount.
+ *
+ * Threads: everything here runs on the event loop's thread; slow work (the
+ * unmount call, commits, flushes, scrub) runs on the worker pool.
+ *
+ * Shutdown order (so nothing written is lost): unmount (the kernel flushes
+ * and releases every file first), flush what is still dirty, commit the
+ * namespace after syncing the store, close the store (index checkpoint),
+ * then release the state lock.
+ */
+#define LOG_SUBSYS "daemon"
+#include "daemon/daemon.h"
+#include "chunkstore/store.h"
+#include "common/tm.h"
+#include "daemon/share.h"
+#include "fs/fs.h"
+#include "fs/ns.h"
+#include "net/ident.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/signalfd.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define LOG_ROTATE_BYTES (64ULL * 1024 * 1024)
+
+struct scrub_job;
+
+struct daemon {
+	struct cfg *cfg;
+	struct ev_loop *loop;
+	struct ev_pool *pool;
+	struct cs_store *cs;
+	struct ns *ns;
+	struct fs *fs;
+	struct ctl_server *ctl;
+	struct share share;
+	struct peer_ident *ident;
+	uint8_t node_id[32];
+	int lock_fd;
+	int ready_fd;
+	uint64_t start_ms;
+
+	int sig_fd;
+	struct signalfd_siginfo si;
+	struct ev_op sig_op;
+
+	bool stopping;
+	bool by_signal;
+	bool stopped_cleanly;
+	struct ctl_conn *umount_conn;
+	struct ev_timer exit_timer;
+	unsigned exit_waits;
+	struct scrub_job *scrub;
+};
+
+static void ready_reply(struct daemon *d, const char *line)
+{
+	if (d->ready_fd < 0)
+		return;
+	(void)!write(d->ready_fd, line, strlen(line));
+	close(d->ready_fd);
+	d->ready_fd = -1;
+}
+
+/* ---- shutdown ---- */
+
+static void on_exit_timer(struct ev_timer *t)
+{
+	struct daemon *d = container_of(t, struct daemon, exit_timer);
+
+	/* Let the last control replies reach their clients (up to ~1 s). */
+	if (d->exit_waits++ < 20 && d->umount_conn) {
+		if (ev_timer_start(d->loop, &d->exit_timer, 50) == 0)
+			return;
+	}
+	ev_loop_stop(d->loop);
+}
+
+static void shutdown_done(void *arg, int rc)
+{
+	struct daemon *d = arg;
+
+	if (rc == -EBUSY) {
+		d->stopping = false;
+		if (d->by_signal) {
+			/* Asked to stop by a signal: detach lazily; the daemon ends once the
+			 * last open file there is closed. */
+			log_notice("%s is busy; detaching it lazily", d->cfg->mountpoint);
+			d->stopping = true;
+			fs_shutdown(d->fs, true, shutdown_done, d);
+			return;
+		}
+		if (d->umount_conn) {
+			ctl_end(d->umount_conn, EXIT_BUSY,
+				"%s is busy: a program has a file or directory open there (see "
+				"'fuser -vm %s'); close it, or use 'p2pfs umount --lazy'",
+				d->cfg->mountpoint, d->cfg->mountpoint);
+			d->umount_conn = NULL;
+		}
+		return;
+	}
+	if (rc < 0)
+		log_error("shutdown: %s; the namespace log keeps what was committed",
+			  strerror(-rc));
+	else
+		d->stopped_cleanly = true;
+	log_notice("unmounted %s", d->cfg->mountpoint);
+	if (d->umount_conn) {
+		if (rc < 0)
+			ctl_end(d->umount_conn, EXIT_FAIL,
+				"unmounted, but the last commit failed: %s", strerror(-rc));
+		else
+			ctl_end(d->umount_conn, 0, NULL);
+		d->umount_conn = NULL;
+		if (ev_timer_start(d->loop, &d->exit_timer, 20) == 0)
+			return;
+	}
+	ev_loop_stop(d->loop);
+}
+
+static void begin_shutdown(struct daemon *d, bool lazy, const char *why)
+{
+	if (d->stopping)
+		return;
+	d->stopping = true;
+	log_notice("unmounting %s (%s)", d->cfg->mountpoint, why);
+	fs_shutdown(d->fs, lazy, shutdown_done, d);
+}
+
+static void on_session_ended(void *arg, int rc)
+{
+	struct daemon *d = arg;
+
+	/* Someone unmounted us directly (umount/fusermount): everything is now flushed. */
+	d->stopping = true;
+	shutdown_done(d, rc);
+}
+
+static void on_signal(struct ev_op *op, int32_t res)
+{
+	struct daemon *d = container_of(op, struct daemon, sig_op);
+
+	if (res != (int32_t)sizeof(d->si)) {
+		log_error("reading signals: %s", res < 0 ? strerror(-res) : "short read");
+		return;
+	}
+	if (d->si.ssi_signo == SIGTERM || d->si.ssi_signo == SIGINT) {
+		d->by_signal = true;
+		begin_shutdown(d, false, d->si.ssi_signo == SIGTERM ? "SIGTERM" : "SIGINT");
+	}
+	if (ev_read(d->loop, &d->sig_op, d->sig_fd, &d->si, sizeof(d->si), 0) < 0)
+		log_error("cannot wait for signals any more");
+}
+
+/* ---- status ---- */
+
+static void json_str(FILE *f, const char *s)
+{
+	fputc('"', f);
+	for (; *s; s++) {
+		unsigned char c = (unsigned char)*s;
+
+		if (c == '"' || c == '\\')
+			fprintf(f, "\\%c", c);
+		else if (c < 0x20)
+			fprintf(f, "\\u%04x", c);
+		else
+			fputc(c, f);
+	}
+	fputc('"', f);
+}
+
+static void cmd_status_reply(struct daemon *d, struct ctl_conn *c, bool json)
+{
+	struct cs_stats cs;
+	struct ns_stats ns;
+	struct fs_stats fs;
+	char node[65], share[65], a[32], b[32], e[32];
+	uint64_t up = (tm_mono_ms() - d->start_ms) / 1000;
+	double dedup;
+
+	cs_store_stats(d->cs, &cs);
+	ns_get_stats(d->ns, &ns);
+	fs_get_stats(d->fs, &fs);
+	p2p_hex(node, d->node_id, 32);
+	p2p_hex(share, d->share.pk, SHARE_PK_LEN);
+	/* Logical bytes of local files over the bytes their chunks take. */
+	dedup = cs.bytes ? (double)ns.bytes / (double)cs.bytes : 1.0;
+	if (json) {
+		char *buf = NULL;
+		size_t len = 0;
+		FILE *f = open_memstream(&buf, &len);
+
+		if (!f) {
+			ctl_end(c, EXIT_FAIL, "out of memory");
+			return;
+		}
+		fprintf(f, "{\"version\":\"%s\",\"pid\":%d,\"mountpoint\":", P2PFS_VERSION,
+			getpid());
+		json_str(f, d->cfg->mountpoint);
+		fprintf(f, ",\"state_dir\":");
+		json_str(f, d->cfg->state_dir);
+		fprintf(f,
+			",\"node_id\":\"%s\",\"share_id\":\"%s\",\"writable\":%s,"
+			"\"uptime_s\":%llu,\"files\":%llu,\"dirs\":%llu,\"symlinks\":%llu,"
+			"\"bytes\":%llu,\"conflicts\":%llu,\"chunks\":%llu,\"chunk_bytes\":%llu,"
+			"\"pinned_bytes\":%llu,\"disk_bytes\":%llu,\"dedup_ratio\":%.3f,"
+			"\"cache_bytes\":%llu,\"cache_quota\":%llu,\"evictions\":%llu,"
+			"\"corrupt_chunks\":%llu,\"pending_records\":%llu,\"open_files\":%llu,"
+			"\"dirty_files\":%llu,\"requests\":%llu,\"read_bytes\":%llu,"
+			"\"write_bytes\":%llu,\"commits\":%llu,\"index_mem\":%llu,"
+			"\"namespace_mem\":%llu}",
+			node, share, d->share.writable ? "true" : "false", (unsigned long long)up,
+			(unsigned long long)ns.files, (unsigned long long)ns.dirs,
+			(unsigned long long)ns.symlinks, (unsigned long long)ns.bytes,
+			(unsigned long long)ns.conflicts, (unsigned long long)cs.chunks,
+			(unsigned long long)cs.bytes, (unsigned long long)cs.pinned_bytes,
+			(unsigned long long)cs.disk_bytes, dedup,
+			(unsigned long long)cs.cache_bytes, (unsigned long long)cs.cache_quota,
+			(unsigned long long)cs.evictions, (unsigned long long)cs.corrupt,
+			(unsigned long long)ns.pending, (unsigned long long)fs.open_files,
+			(unsigned long long)fs.dirty_files, (unsigned long long)fs.requests,
+			(unsigned long long)fs.read_bytes, (unsigned long long)fs.write_bytes,
+			(unsigned long long)fs.commits, (unsigned long long)cs.index_mem,
+			(unsigned long long)ns.mem_bytes);
+		fclose(f);
+		ctl_printf(c, "%s", buf);
+		free(buf);
+		ctl_end(c, 0, NULL);
+		return;
+	}
+	ctl_printf(c, "mount point:   %s", d->cfg->mountpoint);
+	ctl_printf(c, "state dir:     %s", d->cfg->state_dir);
+	ctl_printf(c, "node id:       %s", node);
+	ctl_printf(c, "share id:      %s (%s)", share,
+		   d->share.writable ? "read-write" : "read-only");
+	ctl_printf(c, "uptime:        %llus", (unsigned long long)up);
+	ctl_printf(c, "files:         %llu files, %llu directories, %llu symlinks, %s",
+		   (unsigned long long)ns.files, (unsigned long long)ns.dirs,
+		   (unsigned long long)ns.symlinks, p2p_fmt_size(a, sizeof(a), ns.bytes));
+	if (ns.conflicts)
+		ctl_printf(c, "conflicts:     %llu", (unsigned long long)ns.conflicts);
+	ctl_printf(c, "stored:        %llu chunks, %s (%s on disk), dedup ratio %.2f",
+		   (unsigned long long)cs.chunks, p2p_fmt_size(a, sizeof(a), cs.bytes),
+		   p2p_fmt_size(b, sizeof(b), cs.disk_bytes), dedup);
+	ctl_printf(c, "pinned:        %s", p2p_fmt_size(a, sizeof(a), cs.pinned_bytes));
+	ctl_printf(c, "cache:         %s of %s quota, %llu evictions",
+		   p2p_fmt_size(a, sizeof(a), cs.cache_bytes),
+		   p2p_fmt_size(b, sizeof(b), cs.cache_quota), (unsigned long long)cs.evictions);
+	if (cs.corrupt)
+		ctl_printf(c, "corrupt:       %llu chunks failed verification (run p2pfs scrub)",
+			   (unsigned long long)cs.corrupt);
+	ctl_printf(c, "activity:      %llu open files, %llu being written, %llu changes pending",
+		   (unsigned long long)fs.open_files, (unsigned long long)fs.dirty_files,
+		   (unsigned long long)ns.pending);
+	ctl_printf(c, "traffic:       read %s, written %s, %llu requests, %llu commits",
+		   p2p_fmt_size(a, sizeof(a), fs.read_bytes),
+		   p2p_fmt_size(b, sizeof(b), fs.write_bytes), (unsigned long long)fs.requests,
+		   (unsigned long long)fs.commits);
+	ctl_printf(c, "memory:        index %s, namespace %s",
+		   p2p_fmt_size(a, sizeof(a), cs.index_mem),
+		   p2p_fmt_size(e, sizeof(e), ns.mem_bytes));
+	ctl_end(c, 0, NULL);
+}
+
+/* ---- scrub ---- */
+
+#define SCRUB_LIST_MAX 20
+
+struct scrub_job {
+	struct ev_work w;
+	struct daemon *d;
+	struct ctl_conn *conn;
+	struct ev_timer tick;
+	_Atomic uint64_t done, total, bad;
+	pthread_mutex_t lock;
+	uint8_t ids[SCRUB_LIST_MAX][32];
+	unsigned nids;
+	long rc;
+	uint64_t t0;
+};
+
+static void scrub_bad(void *arg, const uint8_t id[static CS_ID_LEN], int rc)
+{
+	struct scrub_job *j = arg;
+	char hex[65];
+
+	p2p_hex(hex, id, CS_ID_LEN);
+	log_error("scrub: chunk %s is damaged (%s); dropped from the index", hex,
+		  rc == -EBADMSG ? "content does not match its id" : strerror(-rc));
+	pthread_mutex_lock(&j->lock);
+	if (j->nids < SCRUB_LIST_MAX)
+		memcpy(j->ids[j->nids++], id, CS_ID_LEN);
+	pthread_mutex_unlock(&j->lock);
+	atomic_fetch_add(&j->bad, 1);
+}
+
+static void scrub_progress(void *arg, uint64_t done, uint64_t total)
+{
+	struct scrub_job *j = arg;
+
+	atomic_store(&j->done, done);
+	atomic_store(&j->total, total);
+}
+
+static void scrub_run(struct ev_work *w)
+{
+	struct scrub_job *j = container_of(w, struct scrub_job, w);
+
+	j->rc = cs_scrub(j->d->cs, scrub_bad, scrub_progress, j);
+}
+
+static void scrub_tick(struct ev_timer *t)
+{
+	struct scrub_job *j = container_of(t, struct scrub_job, tick);
+	char a[32], b[32];
+
+	ctl_progress(j->conn, "scrub: %s of %s checked, %llu damaged",
+		     p2p_fmt_size(a, sizeof(a), atomic_load(&j->done)),
+		     p2p_fmt_size(b, sizeof(b), atomic_load(&j->total)),
+		     (unsigned long long)atomic_load(&j->bad));
+	(void)!ev_timer_start(j->d->loop, &j->tick, 500);
+}
+
+static void scrub_done(struct ev_work *w)
+{
+	struct scrub_job *j = container_of(w, struct scrub_job, w);
+	struct ctl_conn *c = j->conn;
+	char a[32];
+
+	ev_timer_stop(j->d->loop, &j->tick);
+	j->d->scrub = NULL;
+	if (j->rc < 0) {
+		ctl_end(c, EXIT_FAIL, "scrub failed: %s", strerror((int)-j->rc));
+	} else {
+		ctl_printf(c, "scrub: %s in %.1f s, %ld damaged chunk%s",
+			   p2p_fmt_size(a, sizeof(a), atomic_load(&j->done)),
+			   (double)(tm_mono_ms() - j->t0) / 1000.0, j->rc, j->rc == 1 ? "" : "s");
+		for (unsigned i = 0; i < j->nids; i++) {
+			char hex[65];
+
+			p2p_hex(hex, j->ids[i], CS_ID_LEN);
+			ctl_printf(c, "damaged: %s", hex);
+		}
+		if (j->rc)
+			ctl_end(c, EXIT_DATA,
+				"%ld damaged chunk%s removed; files that use them read as errors "
+				"until a peer supplies them again",
+				j->rc, j->rc == 1 ? "" : "s");
+		else
+			ctl_end(c, 0, NULL);
+	}
+	pthread_mutex_destroy(&j->lock);
+	free(j);
+}
+
+static void start_scrub(struct daemon *d, struct ctl_conn *c)
+{
+	struct scrub_job *j;
+
+	if (d->scrub) {
+		ctl_end(c, EXIT_BUSY, "a scrub is already running");
+		return;
+	}
+	if (!(j = calloc(1, sizeof(*j)))) {
+		ctl_end(c, EXIT_FAIL, "out of memory");
+		return;
+	}
+	j->d = d;
+	j->conn = c;
+	j->t0 = tm_mono_ms();
+	pthread_mutex_init(&j->lock, NULL);
+	ev_timer_init(&j->tick, scrub_tick);
+	(void)!ev_timer_start(d->loop, &j->tick, 500);
+	d->scrub = j;
+	ev_work_submit(d->pool, d->loop, &j->w, scrub_run, scrub_done);
+}
+
+/* ---- control requests ---- */
+
+static void sync_done(void *arg, int rc)
+{
+	struct ctl_conn *c = arg;
+
+	if (rc < 0)
+		ctl_end(c, EXIT_FAIL, "sync failed: %s", strerror(-rc));
+	else
+		ctl_end(c, 0, NULL);
+}
+
+static void on_ctl(void *arg, struct ctl_conn *c, int argc, char **argv)
+{
+	struct daemon *d = arg;
+
+	if (!strcmp(argv[0], "status")) {
+		cmd_status_reply(d, c, argc > 1 && !strcmp(argv[1], "json"));
+	} else if (!strcmp(argv[0], "umount")) {
+		bool lazy = argc > 1 && !strcmp(argv[1], "lazy");
+
+		if (d->umount_conn) {
+			ctl_end(c, EXIT_BUSY, "an unmount is already in progress");
+			return;
+		}
+		d->umount_conn = c;
+		begin_shutdown(d, lazy, "p2pfs umount");
+	} else if (!strcmp(argv[0], "scrub")) {
+		start_scrub(d, c);
+	} else if (!strcmp(argv[0], "sync")) {
+		fs_sync(d->fs, sync_done, c);
+	} else if (!strcmp(argv[0], "ping")) {
+		ctl_printf(c, "%d", getpid());
+		ctl_end(c, 0, NULL);
+	} else {
+		ctl_end(c, EXIT_USAGE, "unknown request '%s'", argv[0]);
+	}
+}
+
+/* ---- start-up ---- */
+
+static void on_ready(void *arg, int rc)
+{
+	struct daemon *d = arg;
+
+	(void)rc;
+	log_notice("mounted %s (state %s)", d->cfg->mountpoint, d->cfg->state_dir);
+	ready_reply(d, "\001ok\n");
+	/* From now on messages belong in the log, not on the terminal of `p2pfs mount`. */
+	if (!d->cfg->foreground) {
+		int fd = open("/dev/null", O_RDWR | O_CLOEXEC);
+
+		if (fd >= 0) {
+			dup2(fd, 2);
+			close(fd);
+		}
+	}
+}
+
+static int open_log(struct daemon *d)
+{
+	char *path = cfg_path(d->cfg->state_dir, "p2pfs.log");
+	struct stat st;
+	int fd;
+
+	if (!path)
+		return -ENOMEM;
+	if (stat(path, &st) == 0 && (uint64_t)st.st_size > LOG_ROTATE_BYTES) {
+		char *old = cfg_path(d->cfg->state_dir, "p2pfs.log.1");
+
+		if (old)
+			(void)!rename(path, old);
+		free(old);
+	}
+	fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+	free(path);
+	if (fd < 0)
+		return -errno;
+	log_set_fd(fd);
+	return 0;
+}
+
+static int setup_signals(struct daemon *d)
+{
+	sigset_t set;
+
+	sigemptyset(&set);
+	sigaddset(&set, SIGTERM);
+	sigaddset(&set, SIGINT);
+	sigaddset(&set, SIGHUP);
+	sigaddset(&set, SIGPIPE);
+	if (pthread_sigmask(SIG_BLOCK, &set, NULL) != 0)
+		return -EINVAL;
+	sigdelset(&set, SIGPIPE);
+	sigdelset(&set, SIGHUP);
+	if ((d->sig_fd = signalfd(-1, &set, SFD_CLOEXEC)) < 0)
+		return -errno;
+	ev_op_init(&d->sig_op, on_signal);
+	return ev_read(d->loop, &d->sig_op, d->sig_fd, &d->si, sizeof(d->si), 0);
+}
+
+static int open_all(struct daemon *d)
+{
+	struct cfg *cfg = d->cfg;
+	struct cs_store_opts copts = { .cache_quota = cfg->cache_size };
+	struct ns_open_opts nopts;
+	struct fs_opts fo = { 0 };
+	char *store = NULL, *nsdir = NULL, *staging = NULL, *ctlp = NULL;
+	int rc;
+
+	if ((rc = share_default(cfg->state_dir, &d->share)) < 0)
+		return rc;
+	if ((rc = peer_ident_load(cfg->state_dir, 0, &d->ident)) < 0) {
+		cli_err("cannot load or create the node identity in %s: %s", cfg->state_dir,
+			strerror(-rc));
+		return rc;
+	}
+	memcpy(d->node_id, peer_ident_id(d->ident), 32);
+	rc = -ENOMEM;
+	if (!(store = cfg_path(cfg->state_dir, "store")) ||
+	    !(nsdir = cfg_path(d->share.dir, "ns")) ||
+	    !(staging = cfg_path(cfg->state_dir, "staging")) ||
+	    !(ctlp = cfg_path(cfg->state_dir, "ctl.sock")))
+		goto out;
+	if ((rc = cs_store_open(store, &copts, &d->cs)) < 0) {
+		if (rc == -ENOSPC)
+			cli_err("no space left on the disk of %s: free some space, or use --state "
+				"DIR on another disk",
+				store);
+		else
+			cli_err("cannot open the chunk store %s: %s", store, strerror(-rc));
+		goto out;
+	}
+	if (mkdir(nsdir, 0700) < 0 && errno != EEXIST) {
+		rc = -errno;
+		cli_err("cannot create %s: %s", nsdir, strerror(-rc));
+		goto out;
+	}
+	memset(&nopts, 0, sizeof(nopts));
+	nopts.share_pk = d->share.pk;
+	nopts.share_sk = d->share.writable ? d->share.sk : NULL;
+	nopts.node_id = d->node_id;
+	if ((rc = ns_open(nsdir, &nopts, &d->ns)) < 0) {
+		cli_err("cannot open the namespace in %s: %s", nsdir, strerror(-rc));
+		goto out;
+	}
+	if ((rc = ev_loop_new(4096, &d->loop)) < 0) {
+		cli_err("cannot set up io_uring: %s (is io_uring disabled? see "
+			"/proc/sys/kernel/io_uring_disabled)",
+			strerror(-rc));
+		goto out;
+	}
+	if ((rc = ev_pool_new(2, &d->pool)) < 0)
+		goto out;
+	cs_store_set_loop(d->cs, d->loop);
+	fo.mountpoint = cfg->mountpoint;
+	fo.staging_dir = staging;
+	fo.state_dir = cfg->state_dir;
+	fo.cdc = cs_cdc_default;
+	fo.writeback_cache = cfg->writeback_cache;
+	fo.read_ahead_kb = cfg->read_ahead_kb;
+	fo.commit_interval_ms = cfg->commit_ms;
+	fo.allow_other = geteuid() == 0;
+	fo.debug = cfg->debug_fuse;
+	if ((rc = fs_new(d->loop, d->pool, d->cs, d->ns, &fo, &d->fs)) < 0)
+		goto out;
+	fs_set_ready_cb(d->fs, on_ready, d);
+	fs_set_ended_cb(d->fs, on_session_ended, d);
+	if ((rc = ctl_server_new(d->loop, ctlp, on_ctl, d, &d->ctl)) < 0) {
+		cli_err("cannot create the control socket %s: %s", ctlp, strerror(-rc));
+		goto out;
+	}
+	if ((rc = setup_signals(d)) < 0)
+		goto out;
+	if ((rc = fs_mount(d->fs)) < 0)
+		cli_err("cannot mount %s (see the messages above)", cfg->mountpoint);
+out:
+	free(store);
+	free(nsdir);
+	free(staging);
+	free(ctlp);
+	return rc;
+}
+
+static void close_all(struct daemon *d)
+{
+	int rc;
+
+	ctl_server_free(d->ctl);
+	/* Let cancellations complete before the loop goes. */
+	for (int i = 0; i < 50 && d->loop && ev_loop_inflight(d->loop) > 1; i++)
+		if (ev_loop_run_once(d->loop, 20) < 0)
+			break;
+	fs_free(d->fs);
+	ev_pool_free(d->pool);
+	if (d->ns && ns_commit(d->ns) < 0)
+		log_error("final namespace commit failed; uncommitted changes are lost");
+	if (d->ns && d->stopped_cleanly && ns_compact(d->ns) < 0)
+		log_warn("could not compact the namespace log (it is still consistent)");
+	ns_close(d->ns);
+	if (d->cs && (rc = cs_store_close(d->cs)) < 0)
+		log_error("closing the chunk store: %s", strerror(-rc));
+	if (d->sig_fd >= 0)
+		close(d->sig_fd);
+	ev_loop_free(d->loop);
+	peer_ident_free(d->ident);
+	share_done(&d->share);
+}
+
+int daemon_lock_state(const char *state_dir, int *ret_exit)
+{
+	char *path = cfg_path(state_dir, "lock");
+	char who[512] = "";
+	int fd;
+
+	if (!path) {
+		*ret_exit = EXIT_FAIL;
+		return -1;
+	}
+	fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+	if (fd < 0) {
+		cli_err("cannot open %s: %s", path, strerror(errno));
+		free(path);
+		*ret_exit = EXIT_FAIL;
+		return -1;
+	}
+	if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
+		ssize_t n = pread(fd, who, sizeof(who) - 1, 0);
+
+		who[n > 0 ? n : 0] = '\0';
+		if (n > 0 && who[n - 1] == '\n')
+			who[n - 1] = '\0';
+		cli_err(
+		    "state directory %s is in use by another p2pfs daemon (%s); use --state DIR "
+		    "to run a second node, or stop that one with 'p2pfs umount'",
+		    state_dir, *who ? who : "pid unknown");
+		close(fd);
+		free(path);
+		*ret_exit = EXIT_BUSY;
+		return -1;
+	}
+	free(path);
+	return fd;
+}
+
+static void write_lock_info(int fd, const char *mountpoint)
+{
+	char buf[4200];
+	int n = snprintf(buf, sizeof(buf), "pid %d, mounted at %s\n", getpid(), mountpoint);
+
+	if (ftruncate(fd, 0) == 0)
+		(void)!pwrite(fd, buf, (size_t)n, 0);
+}
+
+int daemon_run(struct cfg *cfg, int lock_fd, int ready_fd)
+{
+	struct daemon d = { .cfg = cfg, .lock_fd = lock_fd, .ready_fd = ready_fd, .sig_fd = -1 };
+	int rc;
+
+	d.start_ms = tm_mono_ms();
+	log_set_level(cfg->log_level);
+	if (!cfg->foreground && open_log(&d) < 0)
+		log_set_fd(2);
+	write_lock_info(lock_fd, cfg->mountpoint);
+	ev_timer_init(&d.exit_timer, on_exit_timer);
+	log_notice("p2pfs %s starting: mount %s, state %s", P2PFS_VERSION, cfg->mountpoint,
+		   cfg->state_dir);
+	if ((rc = open_all(&d)) < 0) {
+		char line[64];
+
+		snprintf(line, sizeof(line), "\001exit %d\n",
+			 rc == -ENOSPC ? EXIT_FAIL : EXIT_FAIL);
+		ready_reply(&d, line);
+		close_all(&d);
+		close(lock_fd);
+		return EXIT_FAIL;
+	}
+	if ((rc = ev_loop_run(d.loop)) < 0)
+		log_error("event loop failed: %s", strerror(-rc));
+	close_all(&d);
+	if (ftruncate(lock_fd, 0) < 0)
+		log_debug("cannot clear the lock file");
+	close(lock_fd);
+	log_notice("stopped");
+	return rc < 0 || !d.stopped_cleanly ? EXIT_FAIL : EXIT_OK;
+}

@@ -1,0 +1,241 @@
+// SPDX-License-Identifier: MIT
+/*
+ * daemon/share.c - loading and creating share key files (format in share.h).
+ *
+ * Key files are written to a temporary name, fsynced and renamed, so a crash
+ * never leaves a half-written key; a file readable by others is refused.
+ */
+#define LOG_SUBSYS "share"
+#include "daemon/share.h"
+#include "common/rbuf.h"
+#include "daemon/daemon.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <sodium.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#define XXH_INLINE_ALL
+#include <xxhash.h>
+
+#define SHARE_MAGIC 0x5032534bU /* "P2SK" */
+#define SHARE_FILE_LEN 144
+
+void share_done(struct share *s)
+{
+	sodium_memzero(s->sk, sizeof(s->sk));
+	sodium_memzero(s->rk, sizeof(s->rk));
+	free(s->dir);
+	s->dir = NULL;
+}
+
+int share_load(const char *dir, struct share *s)
+{
+	char *path = cfg_path(dir, "share.key");
+	uint8_t buf[SHARE_FILE_LEN + 1];
+	struct stat st;
+	struct rbuf r;
+	uint32_t magic;
+	uint8_t ver, flags;
+	uint16_t resv;
+	uint64_t sum;
+	ssize_t n;
+	int fd, rc = -EPROTO;
+
+	memset(s, 0, sizeof(*s));
+	if (!path)
+		return -ENOMEM;
+	if ((fd = open(path, O_RDONLY | O_CLOEXEC)) < 0) {
+		rc = -errno;
+		cli_err("cannot open the share key %s: %s", path, strerror(-rc));
+		free(path);
+		return rc;
+	}
+	if (fstat(fd, &st) == 0 && (st.st_mode & 077)) {
+		cli_err("share key %s is readable by others (mode %o): fix with chmod 600 %s", path,
+			st.st_mode & 0777, path);
+		close(fd);
+		free(path);
+		return -EPERM;
+	}
+	n = read(fd, buf, sizeof(buf));
+	close(fd);
+	if (n != SHARE_FILE_LEN)
+		goto bad;
+	rbuf_init(&r, buf, (size_t)n);
+	if (rbuf_u32(&r, &magic) < 0 || rbuf_u8(&r, &ver) < 0 || rbuf_u8(&r, &flags) < 0 ||
+	    rbuf_u16(&r, &resv) < 0 || rbuf_copy(&r, s->pk, SHARE_PK_LEN) < 0 ||
+	    rbuf_copy(&r, s->sk, SHARE_SK_LEN) < 0 || rbuf_copy(&r, s->rk, SHARE_RK_LEN) < 0 ||
+	    rbuf_u64(&r, &sum) < 0 || rbuf_end(&r) < 0)
+		goto bad;
+	if (magic != SHARE_MAGIC || ver != 1 || (flags & ~1U) || resv ||
+	    sum != XXH3_64bits(buf, SHARE_FILE_LEN - 8))
+		goto bad;
+	s->writable = flags & 1;
+	if (s->writable) {
+		uint8_t pk[SHARE_PK_LEN];
+
+		/* The secret key must match the public key it claims. */
+		if (crypto_sign_ed25519_sk_to_pk(pk, s->sk) != 0 ||
+		    sodium_memcmp(pk, s->pk, SHARE_PK_LEN) != 0)
+			goto bad;
+	}
+	if (!(s->dir = strdup(dir))) {
+		rc = -ENOMEM;
+		goto out;
+	}
+	free(path);
+	return 0;
+bad:
+	cli_err("share key %s is damaged (restore it from a backup, or remove its directory "
+		"%s to start a new share)",
+		path, dir);
+out:
+	share_done(s);
+	free(path);
+	return rc;
+}
+
+static int write_atomic(const char *path, const uint8_t *data, size_t len)
+{
+	char tmp[4200];
+	int fd, rc = 0;
+
+	snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+	if ((fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600)) < 0)
+		return -errno;
+	if (write(fd, data, len) != (ssize_t)len || fsync(fd) < 0)
+		rc = errno ? -errno : -EIO;
+	close(fd);
+	if (!rc && rename(tmp, path) < 0)
+		rc = -errno;
+	if (rc)
+		unlink(tmp);
+	return rc;
+}
+
+static int fsync_dir(const char *dir)
+{
+	int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC), rc = 0;
+
+	if (fd < 0)
+		return -errno;
+	if (fsync(fd) < 0)
+		rc = -errno;
+	close(fd);
+	return rc;
+}
+
+static int share_create(const char *state_dir, struct share *s)
+{
+	uint8_t buf[SHARE_FILE_LEN];
+	char hex[2 * SHARE_PK_LEN + 1], *shares, *dir = NULL, *path = NULL;
+	struct wbuf w;
+	int rc;
+
+	memset(s, 0, sizeof(*s));
+	crypto_sign_ed25519_keypair(s->pk, s->sk);
+	randombytes_buf(s->rk, sizeof(s->rk));
+	s->writable = true;
+	wbuf_init(&w, buf, sizeof(buf));
+	wbuf_u32(&w, SHARE_MAGIC);
+	wbuf_u8(&w, 1);
+	wbuf_u8(&w, 1);
+	wbuf_u16(&w, 0);
+	wbuf_bytes(&w, s->pk, SHARE_PK_LEN);
+	wbuf_bytes(&w, s->sk, SHARE_SK_LEN);
+	wbuf_bytes(&w, s->rk, SHARE_RK_LEN);
+	wbuf_u64(&w, XXH3_64bits(buf, SHARE_FILE_LEN - 8));
+	if (wbuf_done(&w) != SHARE_FILE_LEN) {
+		rc = -EINVAL;
+		goto out;
+	}
+	p2p_hex(hex, s->pk, SHARE_PK_LEN);
+	rc = -ENOMEM;
+	if (!(shares = cfg_path(state_dir, "shares")))
+		goto out;
+	dir = cfg_path(shares, hex);
+	path = dir ? cfg_path(dir, "share.key") : NULL;
+	if (!path) {
+		free(shares);
+		goto out;
+	}
+	if (mkdir(dir, 0700) < 0 && errno != EEXIST)
+		rc = -errno;
+	else if ((rc = write_atomic(path, buf, sizeof(buf))) == 0)
+		rc = fsync_dir(dir);
+	if (rc == 0) {
+		char *def = cfg_path(shares, "default");
+
+		rc = def ? write_atomic(def, (const uint8_t *)hex, strlen(hex)) : -ENOMEM;
+		if (rc == 0)
+			rc = fsync_dir(shares);
+		free(def);
+	}
+	free(shares);
+	if (rc == 0) {
+		s->dir = dir;
+		dir = NULL;
+		log_notice("created a new share %.16s…", hex);
+	} else {
+		cli_err("cannot create a share in %s: %s", state_dir, strerror(-rc));
+	}
+out:
+	sodium_memzero(buf, sizeof(buf));
+	free(dir);
+	free(path);
+	if (rc < 0)
+		share_done(s);
+	return rc;
+}
+
+int share_default(const char *state_dir, struct share *s)
+{
+	char *shares = cfg_path(state_dir, "shares"), *def = NULL, *dir = NULL;
+	char hex[2 * SHARE_PK_LEN + 2];
+	uint8_t pk[SHARE_PK_LEN];
+	ssize_t n;
+	int fd, rc;
+
+	if (!shares || !(def = cfg_path(shares, "default"))) {
+		rc = -ENOMEM;
+		goto out;
+	}
+	if ((fd = open(def, O_RDONLY | O_CLOEXEC)) < 0) {
+		rc = errno == ENOENT ? share_create(state_dir, s) : -errno;
+		if (rc < 0 && rc != -ENOMEM && errno != ENOENT)
+			cli_err("cannot read %s: %s", def, strerror(-rc));
+		goto out;
+	}
+	n = read(fd, hex, sizeof(hex) - 1);
+	close(fd);
+	if (n < 0) {
+		rc = -errno;
+		goto out;
+	}
+	hex[n] = '\0';
+	if (n > 0 && hex[n - 1] == '\n')
+		hex[n - 1] = '\0';
+	if (p2p_unhex(pk, sizeof(pk), hex) < 0) {
+		cli_err("%s does not name a share (expected %d hex digits)", def, 2 * SHARE_PK_LEN);
+		rc = -EPROTO;
+		goto out;
+	}
+	if (!(dir = cfg_path(shares, hex))) {
+		rc = -ENOMEM;
+		goto out;
+	}
+	rc = share_load(dir, s);
+	if (rc == 0 && memcmp(pk, s->pk, sizeof(pk)) != 0) {
+		cli_err("share key in %s does not belong to share %.16s…", dir, hex);
+		share_done(s);
+		rc = -EPROTO;
+	}
+out:
+	free(dir);
+	free(def);
+	free(shares);
+	return rc;
+}
