@@ -31,7 +31,6 @@
 #include <string.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
-#include <sys/sysmacros.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -588,6 +587,8 @@ void fs_set_ended_cb(struct fs *fs, fs_done_fn *fn, void *arg)
 
 /* ---- set-up ---- */
 
+static void tune_bdi(struct ev_timer *t);
+
 static void op_init(void *userdata, struct fuse_conn_info *conn)
 {
 	struct fs *fs = userdata;
@@ -605,6 +606,10 @@ static void op_init(void *userdata, struct fuse_conn_info *conn)
 	/* We invalidate explicitly when content changes; splice measured no faster. */
 	conn->want &= ~(FUSE_CAP_AUTO_INVAL_DATA | FUSE_CAP_SPLICE_READ | FUSE_CAP_SPLICE_WRITE |
 			FUSE_CAP_SPLICE_MOVE);
+	/* The kernel applies its read-ahead limit when INIT is answered, which
+	 * happens when this returns: tune it on the next loop iteration. */
+	if (ev_timer_start(fs->loop, &fs->tune_timer, 0) < 0)
+		log_debug("cannot schedule read-ahead tuning");
 	if (fs->ready_cb)
 		fs->ready_cb(fs->ready_arg, 0);
 }
@@ -614,17 +619,46 @@ static void op_destroy(void *userdata)
 	(void)userdata;
 }
 
-/* Raise the kernel's read-ahead for this mount (root only; best effort). */
-static void tune_bdi(struct fs *fs)
+/*
+ * The device number of the mount at @path, from /proc/self/mountinfo. Never
+ * stat() the mount point here: until the loop answers INIT that would block.
+ */
+static int mount_dev(const char *path, unsigned *ret_major, unsigned *ret_minor)
 {
-	struct stat st;
+	FILE *f = fopen("/proc/self/mountinfo", "re");
+	char line[8192];
+	int rc = -ENOENT;
+
+	if (!f)
+		return -errno;
+	while (fgets(line, sizeof(line), f)) {
+		char mp[4096];
+		unsigned maj, min;
+
+		if (sscanf(line, "%*s %*s %u:%u %*s %4095s", &maj, &min, mp) != 3)
+			continue;
+		/* Mount points with spaces are octal-escaped; ours are compared as written. */
+		if (!strcmp(mp, path)) {
+			*ret_major = maj;
+			*ret_minor = min; /* the last match is the visible mount */
+			rc = 0;
+		}
+	}
+	fclose(f);
+	return rc;
+}
+
+/* Raise the kernel's read-ahead for this mount (root only; best effort). */
+static void tune_bdi(struct ev_timer *t)
+{
+	struct fs *fs = container_of(t, struct fs, tune_timer);
 	char path[128], val[32];
+	unsigned maj, min;
 	int fd;
 
-	if (!fs->o.read_ahead_kb || geteuid() != 0 || stat(fs->mountpoint, &st) < 0)
+	if (!fs->o.read_ahead_kb || geteuid() != 0 || mount_dev(fs->mountpoint, &maj, &min) < 0)
 		return;
-	snprintf(path, sizeof(path), "/sys/class/bdi/%u:%u/read_ahead_kb", major(st.st_dev),
-		 minor(st.st_dev));
+	snprintf(path, sizeof(path), "/sys/class/bdi/%u:%u/read_ahead_kb", maj, min);
 	if ((fd = open(path, O_WRONLY | O_CLOEXEC)) < 0)
 		return;
 	snprintf(val, sizeof(val), "%u", fs->o.read_ahead_kb);
@@ -667,6 +701,7 @@ int fs_new(struct ev_loop *loop, struct ev_pool *pool, struct cs_store *cs, stru
 	}
 	ev_op_init(&fs->poll_op, on_fuse_ready);
 	ev_timer_init(&fs->commit_timer, on_commit_timer);
+	ev_timer_init(&fs->tune_timer, tune_bdi);
 	*ret_fs = fs;
 	return 0;
 }
@@ -705,7 +740,6 @@ int fs_mount(struct fs *fs)
 		goto out;
 	}
 	arm_poll(fs);
-	tune_bdi(fs);
 	rc = 0;
 out:
 	fuse_opt_free_args(&args);

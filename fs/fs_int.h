@@ -118,6 +118,7 @@ struct fs {
 
 	/* Commits: pending namespace records made durable in batches. */
 	struct ev_timer commit_timer;
+	struct ev_timer tune_timer;
 	bool commit_running;
 	bool commit_again;
 	struct fs_waiter *commit_waiters;      /* answered by the running commit */
