@@ -188,5 +188,7 @@ void fs_flush_node(struct fs_node *n, struct fs_waiter *w);
  */
 unsigned fs_flush_all(struct fs *fs, int *ret_err);
 void fs_reply_waiter(struct fs *fs, struct fs_waiter *w, int rc);
+/* The entry @ino is gone from the namespace: drop unflushed data nobody can reach. */
+void fs_node_discard(struct fs *fs, uint64_t ino);
 
 #endif

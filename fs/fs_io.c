@@ -993,6 +993,23 @@ void fs_op_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_
 		fs_reply_waiter(fs, w, 0);
 }
 
+void fs_node_discard(struct fs *fs, uint64_t ino)
+{
+	struct fs_node *n = fs_node_find(fs, ino);
+
+	/* Open handles keep an unlinked file alive; a running flush finishes on its own. */
+	if (!n || n->opens || n->job)
+		return;
+	fs_ext_clear(&n->dirty);
+	n->is_dirty = false;
+	n->flush_err = 0;
+	if (!n->busy && n->sfd >= 0) {
+		close(n->sfd);
+		n->sfd = -1;
+	}
+	fs_node_put(n);
+}
+
 unsigned fs_flush_all(struct fs *fs, int *ret_err)
 {
 	unsigned busy = 0;

@@ -249,10 +249,17 @@ static void op_symlink(fuse_req_t req, const char *link, fuse_ino_t parent, cons
 static void op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
 	struct fs *fs = req_fs(req);
-	int rc = ns_unlink(fs->ns, parent, name);
+	uint64_t ino = 0;
+	int rc;
 
-	if (rc == 0)
+	if (ns_lookup(fs->ns, parent, name, &ino) < 0)
+		ino = 0;
+	rc = ns_unlink(fs->ns, parent, name);
+	if (rc == 0) {
 		fs_mark_ns_dirty(fs);
+		if (ino)
+			fs_node_discard(fs, ino);
+	}
 	fuse_reply_err(req, rc < 0 ? -rc : 0);
 }
 
@@ -270,6 +277,7 @@ static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_
 		      const char *newname, unsigned int flags)
 {
 	struct fs *fs = req_fs(req);
+	uint64_t target, now;
 	unsigned nsf = 0;
 	int rc;
 
@@ -281,9 +289,16 @@ static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_
 		nsf |= NS_RENAME_NOREPLACE;
 	if (flags & RENAME_EXCHANGE)
 		nsf |= NS_RENAME_EXCHANGE;
+	if (ns_lookup(fs->ns, newparent, newname, &target) < 0)
+		target = 0;
 	rc = ns_rename(fs->ns, parent, name, newparent, newname, nsf);
-	if (rc == 0)
+	if (rc == 0) {
 		fs_mark_ns_dirty(fs);
+		/* A replaced target is gone (an exchanged one lives on elsewhere). */
+		if (target && !(nsf & NS_RENAME_EXCHANGE) &&
+		    ns_lookup(fs->ns, newparent, newname, &now) == 0 && now != target)
+			fs_node_discard(fs, target);
+	}
 	fuse_reply_err(req, rc < 0 ? -rc : 0);
 }
 
