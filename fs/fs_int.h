@@ -66,16 +66,17 @@ struct fs_node {
 	struct fs_waiter *mf_waiters;
 
 	/* Writes not yet chunked. */
-	int sfd;		/* staging file (O_TMPFILE), -1 if none */
-	struct fs_ext dirty;	/* ranges whose newest bytes are in the staging file */
-	struct fs_ext wdirty;	/* ranges written while a flush runs */
-	uint64_t size;		/* current size */
-	int64_t mtime;		/* current mtime (ns), valid when dirty */
-	bool is_dirty;		/* differs from the committed entry */
-	bool meta_during_flush; /* size/mtime changed while a flush ran */
-	int flush_err;		/* last flush failed with this; cleared by new writes */
-	bool flush_after_load;	/* a flush is due once the chunk list is loaded */
-	uint64_t content_size;	/* size of the committed version n->mf was loaded for */
+	int sfd;		      /* staging file (O_TMPFILE), -1 if none */
+	struct fs_ext dirty;	      /* ranges whose newest bytes are in the staging file */
+	struct fs_ext wdirty;	      /* ranges written while a flush runs */
+	uint64_t size;		      /* current size */
+	int64_t mtime;		      /* current mtime (ns), valid when dirty */
+	bool is_dirty;		      /* differs from the committed entry */
+	bool meta_during_flush;	      /* size/mtime changed while a flush ran */
+	int flush_err;		      /* last flush failed with this; cleared by new writes */
+	uint64_t written_since_flush; /* bytes written since the last flush started */
+	bool flush_after_load;	      /* a flush is due once the chunk list is loaded */
+	uint64_t content_size;	      /* size of the committed version n->mf was loaded for */
 
 	struct fs_flush_job *job;	 /* flush in flight */
 	struct fs_waiter *flush_waiters; /* answered when the running flush ends */
