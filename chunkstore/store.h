@@ -94,6 +94,10 @@ struct cs_stats {
 	uint64_t gets, get_bytes, evictions, corrupt;
 	uint64_t index_mem;	  /* bytes of memory the index uses */
 	uint64_t mem_cache_bytes; /* bytes held by the cs_read memory cache */
+	uint64_t
+	    open_scan_bytes;  /* pack bytes read at open to replay what followed the checkpoint */
+	uint64_t open_usec;   /* how long cs_store_open() took */
+	uint64_t checkpoints; /* index checkpoints written since open */
 };
 
 void cs_store_stats(struct cs_store *s, struct cs_stats *ret_stats);
