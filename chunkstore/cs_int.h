@@ -46,7 +46,7 @@ _Static_assert(sizeof(struct cs_entry) == 48, "48 bytes per chunk");
 #define CS_SLOT_BITS 28
 #define CS_TAG_BITS (32 - CS_SLOT_BITS)
 #define CS_INDEX_MAX ((1U << CS_SLOT_BITS) - 2) /* 268 M chunks */
-#define CS_BLOCK_SHIFT 14			/* 16384 entries (768 KiB) per block */
+#define CS_BLOCK_SHIFT 12			/* 4096 entries (192 KiB) per block */
 #define CS_NO_SLOT UINT32_MAX
 
 struct cs_index {
@@ -177,7 +177,7 @@ struct cs_store {
 	struct ev_loop *loop;
 	struct cs_mem *mem;
 	atomic_uint_fast64_t mem_bytes;
-	bool buffered_reads; /* cs_read without O_DIRECT (set by cs__set_direct_reads) */
+	bool direct_reads; /* cs_read with O_DIRECT (off by default, see read.c) */
 };
 
 /* Pack table, under s->lock. */
@@ -211,7 +211,7 @@ void cs__touch(struct cs_store *s, const uint8_t id[static CS_ID_LEN]);
 
 /* Memory cache (read.c). Frees it; runs the loop until pending reads end if on its thread. */
 void cs__mem_free(struct cs_store *s);
-/* Use O_DIRECT for cs_read (the default) or buffered reads: for benchmarks. */
+/* Use O_DIRECT for cs_read, or buffered reads (the default): for benchmarks. */
 void cs__set_direct_reads(struct cs_store *s, bool direct);
 
 /* Unlink packs emptied before @cover (a durable checkpoint's). Lock not held. */

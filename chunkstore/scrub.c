@@ -193,7 +193,7 @@ long cs_scrub(struct cs_store *s, cs_scrub_bad_fn *bad, cs_scrub_progress_fn *pr
 	struct item *it = calloc(SCRUB_BATCH, sizeof(*it));
 	uint64_t total, done = 0, next_report = PROGRESS_BYTES;
 	struct io_uring ring;
-	bool have_ring, direct = !s->buffered_reads;
+	bool have_ring, direct = true;
 	uint32_t slot = 0;
 	long nbad = 0;
 

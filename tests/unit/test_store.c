@@ -894,8 +894,7 @@ static void async_reads(bool direct)
 	T_ASSERT_EQ(cs_put(s, big.id, big.data, big.len, 0), 1);
 	T_ASSERT_OK(ev_loop_new(8, &l));
 	cs_store_set_loop(s, l);
-	if (!direct)
-		cs__set_direct_reads(s, false);
+	cs__set_direct_reads(s, direct);
 
 	/* Miss: a read is started and the callback brings verified data. */
 	T_ASSERT_EQ(cs_read(s, c[1].id, on_read_cb, &r1, &b), 0);
