@@ -163,15 +163,16 @@ static int load_ent(void *arg, const struct cs_ckpt_ent *e)
 {
 	struct cs_store *s = arg;
 	struct cs_pack *p = cs__pack_find(s, cs__loc_pack(e->loc));
+	int rc;
 
 	if (!p || cs__loc_off(e->loc) + cs__rec_size(e->len) > p->size) {
 		/* Its pack is gone or shorter than the record: lost, and said so in the stats. */
 		s->st.corrupt++;
 		return 0;
 	}
-	if (cs__index_find(&s->ix, e->id) != CS_NO_SLOT)
-		return 0; /* copied twice by a fuzzy checkpoint: either copy is right */
-	return cs__entry_load(s, e->id, e->loc, e->len, e->pinned, e->atime);
+	rc = cs__entry_load(s, e->id, e->loc, e->len, e->pinned, e->atime);
+	return rc == -EEXIST ? 0
+			     : rc; /* copied twice by a fuzzy checkpoint: either copy is right */
 }
 
 int cs__ckpt_read(struct cs_store *s, uint64_t *ret_cover)

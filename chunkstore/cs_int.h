@@ -64,7 +64,7 @@ P2P_MUST_CHECK int cs__index_init(struct cs_index *ix, uint64_t seed, uint64_t e
 void cs__index_done(struct cs_index *ix);
 /* Slot of @id, or CS_NO_SLOT. */
 uint32_t cs__index_find(const struct cs_index *ix, const uint8_t id[static CS_ID_LEN]);
-/* New live entry for @id (absent): zeroed but for id and CS_E_LIVE. -ENOMEM, -ENOSPC (full). */
+/* New live entry for @id: zeroed but for id and CS_E_LIVE. -EEXIST, -ENOMEM, -ENOSPC (full). */
 P2P_MUST_CHECK int cs__index_add(struct cs_index *ix, const uint8_t id[static CS_ID_LEN],
 				 uint32_t *ret_slot);
 void cs__index_del(struct cs_index *ix, uint32_t slot);

@@ -160,16 +160,24 @@ static int alloc_slot(struct cs_index *ix, uint32_t *ret_slot)
 
 int cs__index_add(struct cs_index *ix, const uint8_t id[static CS_ID_LEN], uint32_t *ret_slot)
 {
+	uint64_t h = key_hash(ix, id);
+	uint32_t tag = (uint32_t)(h >> (64 - CS_TAG_BITS)), i, slot;
 	struct cs_entry *e;
-	uint32_t slot;
 	int rc;
 
-	assert(cs__index_find(ix, id) == CS_NO_SLOT);
 	if (ix->count >= CS_INDEX_MAX)
 		return -ENOSPC;
 	if ((uint64_t)(ix->count + 1) * 4 > (uint64_t)(ix->tab_mask + 1) * 3 &&
 	    (rc = grow_table(ix)) < 0)
 		return rc;
+	/* One probe run: it finds a duplicate or ends at the cell to fill. */
+	for (i = (uint32_t)h & ix->tab_mask; ix->tab[i]; i = (i + 1) & ix->tab_mask) {
+		uint32_t c = ix->tab[i];
+
+		if (c >> CS_SLOT_BITS == tag &&
+		    memcmp(cs__index_at(ix, cell_slot(c))->id, id, CS_ID_LEN) == 0)
+			return -EEXIST;
+	}
 	if ((rc = alloc_slot(ix, &slot)) < 0)
 		return rc;
 	e = cs__index_at(ix, slot);
@@ -177,7 +185,7 @@ int cs__index_add(struct cs_index *ix, const uint8_t id[static CS_ID_LEN], uint3
 	e->loc = 0;
 	e->lenf = CS_E_LIVE;
 	e->atime = 0;
-	tab_put(ix->tab, ix->tab_mask, key_hash(ix, id), cell_of(key_hash(ix, id), slot));
+	ix->tab[i] = cell_of(h, slot);
 	ix->count++;
 	*ret_slot = slot;
 	return 0;

@@ -486,10 +486,12 @@ static void write_done(struct cs_store *s, struct cs_wr *w, struct cs_pack *p)
 	p->dirty_gen++;
 	wr_end(s, w);
 	cs__pack_unref(s, p);
-	if (s->since_ckpt >= ckpt_interval(s))
+	if (s->since_ckpt >= ckpt_interval(s)) {
+		/* Wake the maintenance thread only when it has to act at once. */
 		s->ckpt_wanted = true;
-	if (s->ckpt_wanted && s->maint_running)
-		pthread_cond_signal(&s->maint_cond);
+		if (s->maint_running)
+			pthread_cond_signal(&s->maint_cond);
+	}
 }
 
 static int pwritev_full(int fd, struct iovec *iov, int n, uint64_t off)
@@ -813,7 +815,7 @@ int cs_store_sync(struct cs_store *s)
  * @loc. Called with s->lock held; drops it for the write and takes it back.
  */
 static int write_small(struct cs_store *s, uint8_t type, const uint8_t id[static CS_ID_LEN],
-		       uint64_t ref, uint64_t *ret_ticket)
+		       uint64_t ref)
 {
 	struct cs_rec r = { .type = type, .ref = ref };
 	uint8_t hdr[CS_REC_HDR_LEN];
@@ -835,9 +837,28 @@ static int write_small(struct cs_store *s, uint8_t type, const uint8_t id[static
 	while (n < 0 && errno == EINTR);
 	rc = n == (ssize_t)sizeof(hdr) ? 0 : n < 0 ? -errno : -EIO;
 	pthread_mutex_lock(&s->lock);
-	if (ret_ticket)
-		*ret_ticket = w.ticket;
 	write_done(s, &w, p);
+	return rc;
+}
+
+/*
+ * Change @id's pin state (its record at @loc) and write the record that
+ * makes the change survive a restart. Lock held (dropped for the write). If
+ * the record cannot be written, the change is undone: the caller sees an
+ * error and the state it had.
+ */
+static int change_pin(struct cs_store *s, const uint8_t id[static CS_ID_LEN], struct cs_entry *e,
+		      bool pin)
+{
+	uint64_t loc = e->loc;
+	uint32_t slot;
+	int rc;
+
+	set_pinned(s, e, pin);
+	rc = write_small(s, pin ? CS_REC_PIN : CS_REC_UNPIN, id, loc);
+	if (rc < 0 && (slot = cs__index_find(&s->ix, id)) != CS_NO_SLOT &&
+	    cs__index_at(&s->ix, slot)->loc == loc)
+		set_pinned(s, cs__index_at(&s->ix, slot), !pin);
 	return rc;
 }
 
@@ -886,10 +907,8 @@ int cs_put(struct cs_store *s, const uint8_t id[static CS_ID_LEN], const void *d
 		touch(s, e);
 		mark_entry(s, e);
 		rc = 0;
-		if (flags & CS_PUT_PIN && !(e->lenf & CS_E_PINNED)) {
-			set_pinned(s, e, true);
-			rc = write_small(s, CS_REC_PIN, id, e->loc, NULL);
-		}
+		if (flags & CS_PUT_PIN && !(e->lenf & CS_E_PINNED))
+			rc = change_pin(s, id, e, true);
 		pthread_mutex_unlock(&s->lock);
 		return rc;
 	}
@@ -898,11 +917,12 @@ int cs_put(struct cs_store *s, const uint8_t id[static CS_ID_LEN], const void *d
 		goto out_unlock;
 	}
 	size = cs__rec_size(len);
+	/* Space first: nothing is evicted for a put that cannot be written. */
+	if ((rc = check_space(s, size)) < 0)
+		goto out_unlock;
 	if (!(flags & CS_PUT_PIN) && (rc = make_room(s, len, &v, &nv)) < 0)
 		goto out_unlock;
 	dsize = (uint64_t)nv * CS_REC_HDR_LEN;
-	if ((rc = check_space(s, size + dsize)) < 0)
-		goto out_unlock;
 	if ((rc = cs__index_add(&s->ix, id, &slot)) < 0)
 		goto out_unlock;
 	if ((rc = reserve(s, dsize + size, &w, &p, &off)) < 0) {
@@ -1170,15 +1190,8 @@ static int pin_change(struct cs_store *s, const uint8_t id[static CS_ID_LEN], bo
 	e = cs__index_at(&s->ix, slot);
 	if (pin)
 		mark_entry(s, e); /* pinned during a mark round: referenced */
-	if (!!(e->lenf & CS_E_PINNED) != pin) {
-		/*
-		 * Memory first: a lost pin record leaves the chunk unpinned
-		 * after a crash only if the caller never saw success; a lost
-		 * unpin record leaves it pinned, which is safe.
-		 */
-		set_pinned(s, e, pin);
-		rc = write_small(s, pin ? CS_REC_PIN : CS_REC_UNPIN, id, e->loc, NULL);
-	}
+	if (!!(e->lenf & CS_E_PINNED) != pin)
+		rc = change_pin(s, id, e, pin);
 	pthread_mutex_unlock(&s->lock);
 	return rc;
 }

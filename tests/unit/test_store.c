@@ -16,7 +16,9 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <sched.h>
 #include <signal.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -528,6 +530,79 @@ static void disk_reserve_refuses_puts(void)
 	T_ASSERT_EQ(stats(s).chunks, 0);
 	T_ASSERT_OK(cs_store_close(s));
 	free(a.data);
+	t_tmpdir_remove(dir);
+	free(dir);
+}
+
+/*
+ * A real ENOSPC from the disk (not the reserve): an 8 MiB tmpfs, filled up
+ * by another file after the store measured it. Runs in a child with its own
+ * mount namespace, so the mount dies with it. Needs root.
+ */
+static void enospc_child(const char *dir, void *arg)
+{
+	struct cs_store_opts o = { .min_free = 1 };
+	struct chunk *c = mk_many(8, 100000, 100000), big = mk(1 << 20);
+	char store[1024], filler[1024];
+	struct cs_store *s;
+	uint8_t *junk;
+	uint32_t hlen;
+	int fd;
+
+	(void)arg;
+	if (unshare(CLONE_NEWNS) < 0 || mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0 ||
+	    mount("tmpfs", dir, "tmpfs", 0, "size=8m") < 0)
+		_exit(T_SKIP);
+	snprintf(store, sizeof(store), "%s/store", dir);
+	snprintf(filler, sizeof(filler), "%s/filler", dir);
+	s = open_store(store, &o);
+	for (int i = 0; i < 4; i++)
+		T_ASSERT_EQ(cs_put(s, c[i].id, c[i].data, c[i].len, CS_PUT_PIN), 1);
+	/* Fill the filesystem behind the store's back. */
+	fd = open(filler, O_WRONLY | O_CREAT, 0600);
+	junk = calloc(1, 65536);
+	T_ASSERT(fd >= 0 && junk);
+	while (write(fd, junk, 65536) > 0)
+		;
+	close(fd);
+	T_ASSERT_EQ(cs_put(s, big.id, big.data, big.len, CS_PUT_PIN), -ENOSPC);
+	T_ASSERT_EQ(cs_has(s, big.id, &hlen), -ENOENT); /* nothing half-indexed */
+	for (int i = 0; i < 4; i++)
+		expect_chunk(s, &c[i]);
+	/* Room again: puts work, and everything survives a reopen. */
+	T_ASSERT(unlink(filler) == 0);
+	for (int i = 4; i < 8; i++)
+		T_ASSERT_EQ(cs_put(s, c[i].id, c[i].data, c[i].len, CS_PUT_PIN), 1);
+	T_ASSERT_OK(cs_store_close(s));
+	s = open_store(store, &o);
+	T_ASSERT_EQ(stats(s).chunks, 8);
+	for (int i = 0; i < 8; i++)
+		expect_chunk(s, &c[i]);
+	T_ASSERT_EQ(cs_has(s, big.id, &hlen), -ENOENT);
+	T_ASSERT_EQ(cs_scrub(s, NULL, NULL, NULL), 0);
+	T_ASSERT_OK(cs_store_close(s));
+	free(junk);
+	free(big.data);
+	free_many(c, 8);
+}
+
+static void disk_full_is_a_clean_error(void)
+{
+	char *dir = t_tmpdir("cs");
+	pid_t pid = fork();
+	int status;
+
+	T_ASSERT(pid >= 0);
+	if (pid == 0) {
+		enospc_child(dir, NULL);
+		_exit(0);
+	}
+	T_ASSERT(waitpid(pid, &status, 0) == pid);
+	T_ASSERT(WIFEXITED(status));
+	if (WEXITSTATUS(status) == T_SKIP)
+		printf("# skipped: mounting a small tmpfs needs root\n");
+	else
+		T_ASSERT_EQ(WEXITSTATUS(status), 0);
 	t_tmpdir_remove(dir);
 	free(dir);
 }
@@ -1195,7 +1270,8 @@ T_MAIN(T_CASE(put_get_has_round_trip), T_CASE(dedup_verify_and_limits),
        T_CASE(pin_and_unpin_survive_a_crash), T_CASE(corruption_is_detected_never_returned),
        T_CASE(eviction_is_lru_spares_pins_and_frees_space),
        T_CASE(sampled_eviction_keeps_the_recently_used), T_CASE(disk_reserve_refuses_puts),
-       T_CASE(synced_chunks_survive_sigkill), T_CASE(torn_tail_and_hole_drop_only_the_damaged),
+       T_CASE(disk_full_is_a_clean_error), T_CASE(synced_chunks_survive_sigkill),
+       T_CASE(torn_tail_and_hole_drop_only_the_damaged),
        T_CASE(corrupt_checkpoint_falls_back_to_a_scan), T_CASE(second_open_is_refused),
        T_CASE(async_reads_direct), T_CASE(async_reads_buffered), T_CASE(concurrent_puts),
        T_CASE(marks_unpin_the_unreferenced), T_CASE(emptied_packs_are_deleted),

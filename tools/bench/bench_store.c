@@ -5,15 +5,17 @@
  *
  *   chunker        FastCDC (4 lanes) vs the serial gear loop; SHA-256 ids
  *   put            cs_put of the chunked data + cs_store_sync, 1 and 2
- *                  threads, vs pwrite of the same bytes + fdatasync
+ *                  threads, vs the device's streaming write (dd
+ *                  oflag=direct) and pwrite + fdatasync of the same bytes
  *   get / read     cs_get (buffered) and cs_read (io_uring, 8 in flight,
  *                  O_DIRECT and buffered), hot and cold, vs pread of the
  *                  same file in 1 MiB blocks (cold: the page cache is
  *                  dropped, which needs root; otherwise cold is skipped)
- *   index          bytes of index memory per chunk at 1 M chunks
- *   open           after a clean close, after a crash (a child killed after
- *                  writing past the checkpoint), and with no checkpoint
- *                  (a full scan: what the checkpoint saves)
+ *   open           of the store the puts left: after a clean close, after a
+ *                  crash (a child that wrote 64 MiB past the checkpoint),
+ *                  and with no checkpoint (a full scan: what it saves)
+ *   index          bytes of index memory per chunk at 1 M chunks, and the
+ *                  open time of such a store
  *
  * Throughputs are medians of runs. Usage:
  *   bench_store [--quick] [--dir DIR]   (DIR: where to put the store; /tmp)
@@ -117,6 +119,8 @@ static void bench_chunker(void)
 {
 	double lanes[8], serial[8], sha[8];
 
+	for (size_t pos = 0; pos < data_len;) /* warm up: caches, clocks */
+		pos += cs_cdc_cut(&cs_cdc_default, data + pos, data_len - pos, true);
 	for (int r = 0; r < runs; r++) {
 		uint64_t t0 = tm_mono_ns();
 
@@ -160,6 +164,23 @@ static double raw_write(const char *path)
 		if (pwrite(fd, data + chunks[i].off, chunks[i].len, (off_t)chunks[i].off) !=
 		    (ssize_t)chunks[i].len)
 			die("pwrite", errno);
+	if (fdatasync(fd) < 0)
+		die("fdatasync", errno);
+	close(fd);
+	return (double)data_len / secs(t0) / 1e9;
+}
+
+/* dd oflag=direct: the device's streaming write speed. */
+static double raw_write_direct(const char *path)
+{
+	uint64_t t0 = tm_mono_ns();
+	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_DIRECT, 0600);
+
+	if (fd < 0)
+		die(path, errno);
+	for (size_t off = 0; off < data_len; off += 1 << 20)
+		if (pwrite(fd, data + off, 1 << 20, (off_t)off) != 1 << 20)
+			die("pwrite O_DIRECT", errno);
 	if (fdatasync(fd) < 0)
 		die("fdatasync", errno);
 	close(fd);
@@ -301,10 +322,68 @@ static double read_all(struct cs_store *s, struct ev_loop *l, bool direct)
 	return (double)data_len / secs(t0) / 1e9;
 }
 
+static double open_ms(const char *dir, struct cs_stats *ret_st)
+{
+	uint64_t t0 = tm_mono_ns();
+	struct cs_store *s = open_store(dir, NULL);
+	double ms = secs(t0) * 1e3;
+	int rc;
+
+	cs_store_stats(s, ret_st);
+	if ((rc = cs_store_close(s)) < 0)
+		die("cs_store_close", rc);
+	return ms;
+}
+
+/* Open times of the store the puts left (~1 MiB chunks): what a checkpoint saves. */
+static void bench_open(const char *dir)
+{
+	struct cs_stats st;
+	char path[600];
+	double ms;
+	pid_t pid;
+	int status;
+
+	ms = open_ms(dir, &st);
+	printf("open      clean close             %7.1f ms   (%llu chunks, %llu MiB; scanned %llu "
+	       "KiB)\n",
+	       ms, (unsigned long long)st.chunks, (unsigned long long)(st.bytes >> 20),
+	       (unsigned long long)(st.open_scan_bytes >> 10));
+	/* A crash after 64 MiB of new chunks past the checkpoint. */
+	if ((pid = fork()) == 0) {
+		struct cs_store *s = open_store(dir, NULL);
+		uint8_t *d = malloc(1 << 20), id[CS_ID_LEN];
+
+		for (int i = 0; d && i < 64; i++) {
+			if (getrandom(d, 1 << 20, 0) != 1 << 20)
+				_exit(1);
+			cs_id_compute(d, 1 << 20, id);
+			if (cs_put(s, id, d, 1 << 20, CS_PUT_PIN) < 0)
+				_exit(1);
+		}
+		_exit(!d || cs_store_sync(s) < 0);
+	}
+	if (pid < 0 || waitpid(pid, &status, 0) != pid || !WIFEXITED(status) || WEXITSTATUS(status))
+		die("crash child", EIO);
+	if (can_drop)
+		drop_caches();
+	ms = open_ms(dir, &st);
+	printf("open      after a crash           %7.1f ms   (replayed %llu MiB after the "
+	       "checkpoint%s)\n",
+	       ms, (unsigned long long)(st.open_scan_bytes >> 20), can_drop ? ", cold" : "");
+	snprintf(path, sizeof(path), "%s/index", dir);
+	unlink(path);
+	if (can_drop)
+		drop_caches();
+	ms = open_ms(dir, &st);
+	printf("open      no checkpoint: baseline %7.1f ms   (full scan of %llu MiB%s)\n", ms,
+	       (unsigned long long)(st.open_scan_bytes >> 20), can_drop ? ", cold" : "");
+}
+
 static void bench_put_get(void)
 {
-	double put1[8], put2[8], raww[8], rawh[8], rawc[8], rawd[8], geth[8], getc[8], rdh[8],
-	    rdc[8], rbh[8], rbc[8];
+	double put1[8], put2[8], raww[8], rawwd[8], rawh[8], rawc[8], rawd[8], geth[8], getc[8],
+	    rdh[8], rdc[8], rbh[8], rbc[8];
 	struct cs_store_opts ro = { .mem_cache = 1 << 20 }; /* chunks bypass the memory cache */
 	char dir[512], raw[512];
 	struct ev_loop *l;
@@ -317,6 +396,7 @@ static void bench_put_get(void)
 	for (int r = 0; r < runs; r++) {
 		struct cs_store *s;
 
+		rawwd[r] = raw_write_direct(raw);
 		raww[r] = raw_write(raw);
 		rawh[r] = raw_read(raw, false);
 		if (can_drop) {
@@ -343,12 +423,14 @@ static void bench_put_get(void)
 		if ((rc = cs_store_close(s)) < 0)
 			die("cs_store_close", rc);
 	}
-	printf("put       1 thread + sync         %7.2f GB/s   raw pwrite+fdatasync %5.2f GB/s   "
+	printf("raw write pwrite 1 MiB+fdatasync  %6.2f GB/s   dd oflag=direct      %5.2f GB/s\n",
+	       median(raww, runs), median(rawwd, runs));
+	printf("put       1 thread + sync         %7.2f GB/s   raw O_DIRECT write   %5.2f GB/s   "
 	       "%5.2fx\n",
-	       median(put1, runs), median(raww, runs), median(put1, runs) / median(raww, runs));
-	printf("put       2 threads + sync        %7.2f GB/s   raw pwrite+fdatasync %5.2f GB/s   "
+	       median(put1, runs), median(rawwd, runs), median(put1, runs) / median(rawwd, runs));
+	printf("put       2 threads + sync        %7.2f GB/s   raw O_DIRECT write   %5.2f GB/s   "
 	       "%5.2fx\n",
-	       median(put2, runs), median(raww, runs), median(put2, runs) / median(raww, runs));
+	       median(put2, runs), median(rawwd, runs), median(put2, runs) / median(rawwd, runs));
 	printf("get hot   cs_get                  %7.2f GB/s   raw pread 1 MiB      %5.2f GB/s   "
 	       "%5.2fx\n",
 	       median(geth, runs), median(rawh, runs), median(geth, runs) / median(rawh, runs));
@@ -375,8 +457,9 @@ static void bench_put_get(void)
 		printf("cold reads: skipped (dropping the page cache needs root)\n");
 	}
 	ev_loop_free(l);
-	rm_rf(dir);
 	unlink(raw);
+	bench_open(dir);
+	rm_rf(dir);
 }
 
 /* ---- index memory and open times ---- */
@@ -399,10 +482,9 @@ static void bench_index_and_open(void)
 {
 	struct cs_stats st;
 	struct cs_store *s;
-	char dir[512], path[600];
+	char dir[512];
 	uint64_t t0;
-	pid_t pid;
-	int rc, status;
+	int rc;
 
 	snprintf(dir, sizeof(dir), "%s/bench-index-%d", base_dir, (int)getpid());
 	rm_rf(dir);
@@ -418,44 +500,9 @@ static void bench_index_and_open(void)
 
 	t0 = tm_mono_ns();
 	s = open_store(dir, NULL);
-	cs_store_stats(s, &st);
-	printf("open      clean close             %7.1f ms   (%u chunks, scanned %llu KiB)\n",
-	       secs(t0) * 1e3, index_chunks, (unsigned long long)(st.open_scan_bytes >> 10));
-	if ((rc = cs_store_close(s)) < 0)
-		die("cs_store_close", rc);
-
-	/* A crash after 64 MiB of puts past the checkpoint. */
-	if ((pid = fork()) == 0) {
-		struct chunk *c = chunks;
-		size_t bytes = 0;
-
-		s = open_store(dir, NULL);
-		for (size_t i = 0; i < nchunks && bytes < (64 << 20); bytes += c[i++].len)
-			if (cs_put(s, c[i].id, data + c[i].off, c[i].len, CS_PUT_PIN) < 0)
-				_exit(1);
-		_exit(cs_store_sync(s) < 0);
-	}
-	if (pid < 0 || waitpid(pid, &status, 0) != pid || !WIFEXITED(status) || WEXITSTATUS(status))
-		die("crash child", EIO);
-	t0 = tm_mono_ns();
-	s = open_store(dir, NULL);
-	cs_store_stats(s, &st);
-	printf("open      after a crash           %7.1f ms   (replayed %llu MiB after the "
-	       "checkpoint)\n",
-	       secs(t0) * 1e3, (unsigned long long)(st.open_scan_bytes >> 20));
-	if ((rc = cs_store_close(s)) < 0)
-		die("cs_store_close", rc);
-
-	snprintf(path, sizeof(path), "%s/index", dir);
-	unlink(path);
-	if (can_drop)
-		drop_caches();
-	t0 = tm_mono_ns();
-	s = open_store(dir, NULL);
-	cs_store_stats(s, &st);
-	printf("open      no checkpoint (baseline) %6.1f ms   (full scan of %llu MiB%s)\n",
-	       secs(t0) * 1e3, (unsigned long long)(st.open_scan_bytes >> 20),
-	       can_drop ? ", cold" : "");
+	printf("open      %u chunks, clean       %7.1f ms   (checkpoint of %llu MiB)\n",
+	       index_chunks, secs(t0) * 1e3,
+	       (unsigned long long)(((uint64_t)index_chunks * CS_CKPT_ENT_LEN) >> 20));
 	if ((rc = cs_store_close(s)) < 0)
 		die("cs_store_close", rc);
 	rm_rf(dir);
@@ -476,7 +523,7 @@ int main(int argc, char **argv)
 		}
 	}
 	can_drop = geteuid() == 0 && access("/proc/sys/vm/drop_caches", W_OK) == 0;
-	if (!(data = malloc(data_len)) ||
+	if (!(data = aligned_alloc(4096, data_len)) ||
 	    !(chunks = calloc(data_len / (256 << 10) + 2, sizeof(*chunks))))
 		die("malloc", ENOMEM);
 	for (size_t off = 0; off < data_len; off += 1 << 20)
