@@ -131,7 +131,8 @@ struct cs_store {
 	struct cs_pack *cur; /* the pack appended to */
 
 	/* writes */
-	uint64_t seq; /* last ticket handed out */
+	uint64_t seq;	     /* last ticket handed out */
+	uint64_t synced_seq; /* every write with a ticket <= this is durable */
 	struct cs_wr *wr_head, *wr_tail;
 	int io_err; /* latched: a failed fdatasync leaves the page cache unknowable */
 
@@ -153,6 +154,7 @@ struct cs_store {
 	uint64_t since_ckpt;	   /* bytes appended since the last checkpoint began */
 	bool ckpt_wanted;
 	uint64_t ckpt_last_ms; /* when the maintenance thread last wrote one */
+	uint64_t ckpt_min;     /* least bytes between checkpoints (CKPT_MIN_INTERVAL) */
 
 	/* disk space */
 	uint64_t fs_free;    /* from statvfs */
@@ -211,6 +213,8 @@ void cs__touch(struct cs_store *s, const uint8_t id[static CS_ID_LEN]);
 
 /* Memory cache (read.c). Frees it; runs the loop until pending reads end if on its thread. */
 void cs__mem_free(struct cs_store *s);
+/* Checkpoint after @bytes of appends at least (256 MiB by default): for tests. */
+void cs__set_ckpt_interval(struct cs_store *s, uint64_t bytes);
 /* Use O_DIRECT for cs_read, or buffered reads (the default): for benchmarks. */
 void cs__set_direct_reads(struct cs_store *s, bool direct);
 

@@ -474,10 +474,22 @@ static int reserve(struct cs_store *s, uint64_t size, struct cs_wr *w, struct cs
 	return 0;
 }
 
+/*
+ * Bytes of appends between checkpoints: at least 256 MiB, and 4 times the
+ * checkpoint's own size, so that writing checkpoints costs at most a quarter
+ * of the write traffic while the tail an open replays stays bounded.
+ */
 static uint64_t ckpt_interval(const struct cs_store *s)
 {
-	return P2P_MAX(CKPT_MIN_INTERVAL,
+	return P2P_MAX(s->ckpt_min,
 		       4 * ((uint64_t)s->ix.count * CS_CKPT_ENT_LEN + CS_CKPT_HDR_LEN));
+}
+
+void cs__set_ckpt_interval(struct cs_store *s, uint64_t bytes)
+{
+	pthread_mutex_lock(&s->lock);
+	s->ckpt_min = bytes;
+	pthread_mutex_unlock(&s->lock);
 }
 
 /* After a write: wake waiters, note the pack dirty, maybe ask for a checkpoint. */
@@ -787,8 +799,14 @@ int cs__sync_upto(struct cs_store *s, uint64_t snap)
 			cs__pack_unref(s, dirty[i].p);
 			pthread_mutex_unlock(&s->lock);
 		}
-		if (rc < 0 || !more)
+		if (rc < 0)
 			return rc;
+		if (!more) {
+			pthread_mutex_lock(&s->lock);
+			s->synced_seq = P2P_MAX(s->synced_seq, snap);
+			pthread_mutex_unlock(&s->lock);
+			return 0;
+		}
 	}
 }
 
@@ -804,7 +822,11 @@ int cs_store_sync(struct cs_store *s)
 	pthread_mutex_unlock(&s->lock);
 	if ((rc = cs__sync_upto(s, snap)) < 0)
 		return rc;
-	do_punches(s, snap);
+	/* Deletes just became durable: their space can go now, but not on the caller's time. */
+	pthread_mutex_lock(&s->lock);
+	if (s->npunch && s->maint_running)
+		pthread_cond_signal(&s->maint_cond);
+	pthread_mutex_unlock(&s->lock);
 	return 0;
 }
 
@@ -1274,11 +1296,20 @@ static void *maint_main(void *arg)
 			write_deletes(s, v, n);
 		}
 		now = tm_mono_ms();
-		if (s->npunch && now - s->punch_since_ms >= PUNCH_DELAY_MS) {
-			uint64_t snap = s->seq;
+		if (s->npunch) {
+			/*
+			 * Punch what a sync already made durable; if the oldest has
+			 * waited a second for one, sync here.
+			 */
+			uint64_t ready = s->synced_seq, snap = s->seq;
+			bool any = false, stale = now - s->punch_since_ms >= PUNCH_DELAY_MS;
 
+			for (size_t i = 0; i < s->npunch && !any; i++)
+				any = s->punch[i].ticket <= ready;
 			pthread_mutex_unlock(&s->lock);
-			if (cs__sync_upto(s, snap) == 0)
+			if (any)
+				do_punches(s, ready);
+			else if (stale && cs__sync_upto(s, snap) == 0)
 				do_punches(s, snap);
 			pthread_mutex_lock(&s->lock);
 		}
@@ -1462,6 +1493,7 @@ int cs_store_open(const char *dir, const struct cs_store_opts *opts, struct cs_s
 	resolve_opts(s, opts);
 	s->dirfd = -1;
 	s->mark_val = CS_E_MARK;
+	s->ckpt_min = CKPT_MIN_INTERVAL;
 	s->rng = rand64() | 1;
 	pthread_mutex_init(&s->lock, NULL);
 	pthread_mutex_init(&s->ckpt_lock, NULL);
@@ -1603,7 +1635,8 @@ int cs_store_close(struct cs_store *s)
 			write_deletes(s, s->dropped, n);
 		}
 		pthread_mutex_unlock(&s->lock);
-		rc = cs_store_sync(s);
+		if ((rc = cs_store_sync(s)) == 0)
+			do_punches(s, s->seq);
 		if ((r = cs__ckpt_write(s)) < 0 && rc == 0)
 			rc = r;
 	}

@@ -20,7 +20,9 @@
  *
  * Threads: cs_put, cs_get, cs_has, cs_pin, cs_unpin, cs_store_sync and
  * cs_store_stats may be called from any thread. cs_read() is asynchronous
- * and bound to the one event loop passed to cs_store_set_loop().
+ * and bound to the one event loop passed to cs_store_set_loop(). A writable
+ * store runs one thread of its own (checkpoints, punching out evicted data).
+ * Close only when no other call is running and no cs_read is in flight.
  */
 #ifndef P2P_CHUNKSTORE_STORE_H
 #define P2P_CHUNKSTORE_STORE_H
@@ -56,9 +58,11 @@ int cs_store_close(struct cs_store *s);
 /*
  * cs_put() - store @len bytes under @id. The caller has computed @id unless
  * it passes CS_PUT_VERIFY. Returns 1 if stored, 0 if already present (then
- * only CS_PUT_PIN has an effect), -ENOSPC (disk reserve reached, or cache
- * full of pinned data for an unpinned put), -EMSGSIZE (len over the limit),
- * -EIO. @data is not retained.
+ * only CS_PUT_PIN has an effect), -ENOSPC (disk reserve reached, or an
+ * unpinned chunk larger than the whole cache quota: pinned bytes do not
+ * count against cache_quota, evicting unpinned ones always makes room),
+ * -EMSGSIZE (len over the limit), -EBADMSG (CS_PUT_VERIFY and the data does
+ * not hash to @id), -EROFS (read-only store), -EIO. @data is not retained.
  */
 P2P_MUST_CHECK int cs_put(struct cs_store *s, const uint8_t id[static CS_ID_LEN], const void *data,
 			  size_t len, unsigned flags);
@@ -88,14 +92,16 @@ P2P_MUST_CHECK int cs_store_checkpoint(struct cs_store *s);
 struct cs_stats {
 	uint64_t chunks, bytes; /* everything stored */
 	uint64_t pinned_chunks, pinned_bytes;
-	uint64_t cache_bytes, cache_quota;    /* unpinned bytes and their limit */
-	uint64_t disk_bytes;		      /* space the packs take on disk */
-	uint64_t puts, put_bytes, dedup_hits; /* since open */
+	uint64_t cache_bytes, cache_quota; /* unpinned bytes and their limit */
+	uint64_t disk_bytes;		   /* space the packs take on disk */
+	/* Since open: chunks stored (cs_put returned 1) and their bytes; puts of present chunks. */
+	uint64_t puts, put_bytes, dedup_hits;
+	/* Since open; corrupt also counts records found lost at open. */
 	uint64_t gets, get_bytes, evictions, corrupt;
 	uint64_t index_mem;	  /* bytes of memory the index uses */
 	uint64_t mem_cache_bytes; /* bytes held by the cs_read memory cache */
-	uint64_t
-	    open_scan_bytes;  /* pack bytes read at open to replay what followed the checkpoint */
+	/* Pack bytes read at open to replay what followed the checkpoint. */
+	uint64_t open_scan_bytes;
 	uint64_t open_usec;   /* how long cs_store_open() took */
 	uint64_t checkpoints; /* index checkpoints written since open */
 };
@@ -148,7 +154,11 @@ void cs_mark_begin(struct cs_store *s);
 void cs_mark(struct cs_store *s, const uint8_t id[static CS_ID_LEN]);
 long cs_mark_end(struct cs_store *s);
 
-/* Calls @fn for every stored chunk id (snapshot semantics, no lock held during @fn). */
+/*
+ * Calls @fn for every stored chunk id, no lock held during @fn (which may call
+ * into the store). Each chunk present for the whole call is reported exactly
+ * once; chunks put or dropped meanwhile may or may not be.
+ */
 typedef void cs_foreach_fn(void *arg, const uint8_t id[static CS_ID_LEN], uint32_t len,
 			   bool pinned);
 P2P_MUST_CHECK int cs_foreach(struct cs_store *s, cs_foreach_fn *fn, void *arg);

@@ -461,9 +461,13 @@ static void eviction_is_lru_spares_pins_and_frees_space(void)
 		expect_chunk(s, &p[i]);
 	T_ASSERT_EQ(cs_put(s, c[0].id, c[0].data, 17 * 65536, 0), -ENOSPC); /* over the quota */
 
-	/* Once the deletes are durable the space comes back (blocks punched out). */
+	/* Once the deletes are durable the space comes back (blocks punched out), at once. */
 	T_ASSERT_OK(cs_store_sync(s));
-	pack_usage(dir, &alloc1, &size, &n);
+	for (uint64_t until = tm_mono_ms() + 5000;; usleep(10000)) {
+		pack_usage(dir, &alloc1, &size, &n);
+		if (alloc1 < alloc0 + 4 * 65536 || tm_mono_ms() > until)
+			break;
+	}
 	printf("# packs: %llu bytes allocated before 24 more puts, %llu after (24 evicted)\n",
 	       (unsigned long long)alloc0, (unsigned long long)alloc1);
 	T_ASSERT(alloc1 < alloc0 + 4 * 65536);
@@ -607,6 +611,38 @@ static void disk_full_is_a_clean_error(void)
 	free(dir);
 }
 
+static void maintenance_checkpoints_and_punches_unasked(void)
+{
+	char *dir = t_tmpdir("cs");
+	struct cs_store_opts o = { .cache_quota = 4 << 20 };
+	struct chunk *c = mk_many(24, 1 << 20, 1 << 20);
+	struct cs_store *s = open_store(dir, &o);
+	uint64_t alloc, size, until;
+	int n;
+
+	cs__set_ckpt_interval(s, 8 << 20);
+	for (int i = 0; i < 24; i++)
+		T_ASSERT_EQ(cs_put(s, c[i].id, c[i].data, c[i].len, 0), 1);
+	T_ASSERT_EQ(stats(s).evictions, 20);
+	/* No sync, no checkpoint call: the store's own thread does both within seconds. */
+	until = tm_mono_ms() + 10000;
+	do {
+		usleep(50000);
+		pack_usage(dir, &alloc, &size, &n);
+	} while ((stats(s).checkpoints == 0 || alloc > (8ULL << 20)) && tm_mono_ms() < until);
+	printf("# %llu checkpoints; packs hold %llu MiB in %llu MiB of files\n",
+	       (unsigned long long)stats(s).checkpoints, (unsigned long long)(alloc >> 20),
+	       (unsigned long long)(size >> 20));
+	T_ASSERT(stats(s).checkpoints >= 1);
+	T_ASSERT(alloc <= (8ULL << 20));
+	for (int i = 20; i < 24; i++)
+		expect_chunk(s, &c[i]);
+	T_ASSERT_OK(cs_store_close(s));
+	free_many(c, 24);
+	t_tmpdir_remove(dir);
+	free(dir);
+}
+
 /* ---- crash recovery ---- */
 
 #define CRASH_ROUNDS 6
@@ -712,8 +748,12 @@ static void verify_after_crash(const char *dir, void *arg)
 	       (unsigned long long)st.open_usec);
 	fflush(stdout);
 	v->scanned = st.open_scan_bytes;
-	/* No full rescan: at most what followed the last checkpoint (24 MiB + slack). */
-	T_ASSERT(st.open_scan_bytes <= (40ULL << 20));
+	/*
+	 * No full rescan: only what followed the last checkpoint (the child
+	 * checkpoints every 40 ms; a slow disk stretches that a little).
+	 */
+	T_ASSERT(st.open_scan_bytes <= (64ULL << 20));
+	T_ASSERT(size < (256ULL << 20) || st.open_scan_bytes < size / 4);
 	for (size_t i = 0; i < v->have; i++) {
 		uint8_t *buf, id[CS_ID_LEN];
 		size_t len;
@@ -1270,8 +1310,8 @@ T_MAIN(T_CASE(put_get_has_round_trip), T_CASE(dedup_verify_and_limits),
        T_CASE(pin_and_unpin_survive_a_crash), T_CASE(corruption_is_detected_never_returned),
        T_CASE(eviction_is_lru_spares_pins_and_frees_space),
        T_CASE(sampled_eviction_keeps_the_recently_used), T_CASE(disk_reserve_refuses_puts),
-       T_CASE(disk_full_is_a_clean_error), T_CASE(synced_chunks_survive_sigkill),
-       T_CASE(torn_tail_and_hole_drop_only_the_damaged),
+       T_CASE(disk_full_is_a_clean_error), T_CASE(maintenance_checkpoints_and_punches_unasked),
+       T_CASE(synced_chunks_survive_sigkill), T_CASE(torn_tail_and_hole_drop_only_the_damaged),
        T_CASE(corrupt_checkpoint_falls_back_to_a_scan), T_CASE(second_open_is_refused),
        T_CASE(async_reads_direct), T_CASE(async_reads_buffered), T_CASE(concurrent_puts),
        T_CASE(marks_unpin_the_unreferenced), T_CASE(emptied_packs_are_deleted),
