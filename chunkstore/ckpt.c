@@ -175,6 +175,11 @@ static int load_ent(void *arg, const struct cs_ckpt_ent *e)
 			     : rc; /* copied twice by a fuzzy checkpoint: either copy is right */
 }
 
+static void load_ahead(void *arg, const uint8_t id[static CS_ID_LEN])
+{
+	cs__index_prefetch(&((struct cs_store *)arg)->ix, id);
+}
+
 int cs__ckpt_read(struct cs_store *s, uint64_t *ret_cover)
 {
 	struct cs_ckpt_hdr h;
@@ -197,7 +202,7 @@ int cs__ckpt_read(struct cs_store *s, uint64_t *ret_cover)
 		}
 	}
 	pthread_mutex_lock(&s->lock);
-	rc = cs__ckpt_load(fd, &h, load_ent, s);
+	rc = cs__ckpt_load(fd, &h, load_ent, load_ahead, s);
 	if (rc < 0) {
 		int r = cs__index_reset(s);
 

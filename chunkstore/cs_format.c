@@ -276,7 +276,11 @@ static int pread_full(int fd, void *buf, size_t len, uint64_t off, size_t *ret_g
 /* 21845 entries: just under 1 MiB per read. */
 #define CKPT_READ_ENTS 21845U
 
-int cs__ckpt_load(int fd, struct cs_ckpt_hdr *ret_hdr, cs_ckpt_ent_fn *fn, void *arg)
+/* How far ahead of @fn the @ahead hint runs: enough misses in flight to hide DRAM latency. */
+#define AHEAD 8U
+
+int cs__ckpt_load(int fd, struct cs_ckpt_hdr *ret_hdr, cs_ckpt_ent_fn *fn, cs_ckpt_ahead_fn *ahead,
+		  void *arg)
 {
 	uint8_t hb[CS_CKPT_HDR_LEN], *buf;
 	struct cs_ckpt_hdr h;
@@ -315,8 +319,13 @@ int cs__ckpt_load(int fd, struct cs_ckpt_hdr *ret_hdr, cs_ckpt_ent_fn *fn, void 
 			goto out;
 		}
 		(void)XXH_UPDATE(st, buf, len);
+		for (size_t i = 0; ahead && i < P2P_MIN((size_t)n, (size_t)AHEAD); i++)
+			ahead(arg, buf + i * CS_CKPT_ENT_LEN);
 		for (size_t i = 0; i < n; i++) {
 			struct cs_ckpt_ent e;
+
+			if (ahead && i + AHEAD < n)
+				ahead(arg, buf + (i + AHEAD) * CS_CKPT_ENT_LEN);
 
 			if ((rc = cs__ckpt_ent_decode(buf + i * CS_CKPT_ENT_LEN, CS_CKPT_ENT_LEN,
 						      &e)) < 0)

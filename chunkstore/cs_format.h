@@ -179,14 +179,17 @@ P2P_MUST_CHECK int cs__ckpt_ent_decode(const uint8_t *p, size_t n, struct cs_ckp
 
 /*
  * cs__ckpt_load() - read a checkpoint from @fd (at offset 0), calling @fn
- * for each entry in file order. Entries arrive before the checksum over all
- * of them is known: on any error the caller must discard what @fn built.
- * Returns 0, -EPROTO (malformed), -EBADMSG (checksum), a negative errno from
- * read, or what @fn returned if negative.
+ * for each entry in file order, and @ahead (may be NULL) with the id of an
+ * entry a few places before @fn gets it, so that the caller can prefetch.
+ * Entries arrive before the checksum over all of them is known: on any
+ * error the caller must discard what @fn built. Returns 0, -EPROTO
+ * (malformed), -EBADMSG (checksum), a negative errno from read, or what @fn
+ * returned if negative.
  */
 typedef int cs_ckpt_ent_fn(void *arg, const struct cs_ckpt_ent *e);
+typedef void cs_ckpt_ahead_fn(void *arg, const uint8_t id[static CS_ID_LEN]);
 P2P_MUST_CHECK int cs__ckpt_load(int fd, struct cs_ckpt_hdr *ret_hdr, cs_ckpt_ent_fn *fn,
-				 void *arg);
+				 cs_ckpt_ahead_fn *ahead, void *arg);
 
 /*
  * cs__pack_scan() - walk the records of pack @no (salt @salt) in @fd from

@@ -62,6 +62,8 @@ struct cs_index {
 
 P2P_MUST_CHECK int cs__index_init(struct cs_index *ix, uint64_t seed, uint64_t expect);
 void cs__index_done(struct cs_index *ix);
+/* Start loading the table cell where @id's probe begins (bulk loads call it ahead). */
+void cs__index_prefetch(const struct cs_index *ix, const uint8_t id[static CS_ID_LEN]);
 /* Slot of @id, or CS_NO_SLOT. */
 uint32_t cs__index_find(const struct cs_index *ix, const uint8_t id[static CS_ID_LEN]);
 /* New live entry for @id: zeroed but for id and CS_E_LIVE. -EEXIST, -ENOMEM, -ENOSPC (full). */

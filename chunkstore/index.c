@@ -82,6 +82,11 @@ void cs__index_done(struct cs_index *ix)
 	memset(ix, 0, sizeof(*ix));
 }
 
+void cs__index_prefetch(const struct cs_index *ix, const uint8_t id[static CS_ID_LEN])
+{
+	__builtin_prefetch(&ix->tab[(uint32_t)key_hash(ix, id) & ix->tab_mask], 1);
+}
+
 uint32_t cs__index_find(const struct cs_index *ix, const uint8_t id[static CS_ID_LEN])
 {
 	uint64_t h = key_hash(ix, id);

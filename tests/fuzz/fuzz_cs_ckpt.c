@@ -39,6 +39,11 @@ static int on_ent(void *arg, const struct cs_ckpt_ent *e)
 	return 0;
 }
 
+static void ahead(void *arg, const uint8_t id[static CS_ID_LEN])
+{
+	cs__index_prefetch(arg, id);
+}
+
 static void load(const uint8_t *img, size_t size)
 {
 	struct cs_ckpt_hdr h;
@@ -48,7 +53,7 @@ static void load(const uint8_t *img, size_t size)
 	if ((fd = memfd_create("ckpt", MFD_CLOEXEC)) < 0)
 		return;
 	if (write(fd, img, size) == (ssize_t)size && cs__index_init(&ix, size, 0) == 0) {
-		if (cs__ckpt_load(fd, &h, on_ent, &ix) == 0)
+		if (cs__ckpt_load(fd, &h, on_ent, size % 2 ? ahead : NULL, &ix) == 0)
 			assert(h.count * CS_CKPT_ENT_LEN + CS_CKPT_HDR_LEN == size);
 		/* Every entry still indexed is found again. */
 		for (uint32_t i = 0; i < ix.nslots; i++) {

@@ -383,10 +383,12 @@ static void bench_open(const char *dir)
 static void bench_put_get(void)
 {
 	double put1[8], put2[8], raww[8], rawwd[8], rawh[8], rawc[8], rawd[8], geth[8], getc[8],
-	    rdh[8], rdc[8], rbh[8], rbc[8];
+	    rdh[8], rdc[8], rbh[8], rbc[8], scr[8];
 	struct cs_store_opts ro = { .mem_cache = 1 << 20 }; /* chunks bypass the memory cache */
 	char dir[512], raw[512];
 	struct ev_loop *l;
+	uint64_t t0;
+	long bad;
 	int rc;
 
 	snprintf(dir, sizeof(dir), "%s/bench-store-%d", base_dir, (int)getpid());
@@ -399,11 +401,10 @@ static void bench_put_get(void)
 		rawwd[r] = raw_write_direct(raw);
 		raww[r] = raw_write(raw);
 		rawh[r] = raw_read(raw, false);
+		rawd[r] = raw_read(raw, true); /* O_DIRECT: from the disk whatever is cached */
 		if (can_drop) {
 			drop_caches();
 			rawc[r] = raw_read(raw, false);
-			drop_caches();
-			rawd[r] = raw_read(raw, true);
 		}
 		put2[r] = put_all(dir, 2);
 		put1[r] = put_all(dir, 1);
@@ -420,6 +421,12 @@ static void bench_put_get(void)
 			drop_caches();
 			rbc[r] = read_all(s, l, false);
 		}
+		if (can_drop)
+			drop_caches();
+		t0 = tm_mono_ns();
+		if ((bad = cs_scrub(s, NULL, NULL, NULL)) != 0)
+			die("cs_scrub", bad < 0 ? (int)bad : EBADMSG);
+		scr[r] = (double)data_len / secs(t0) / 1e9;
 		if ((rc = cs_store_close(s)) < 0)
 			die("cs_store_close", rc);
 	}
@@ -456,6 +463,10 @@ static void bench_put_get(void)
 	} else {
 		printf("cold reads: skipped (dropping the page cache needs root)\n");
 	}
+	printf("scrub     %-4s O_DIRECT + SHA-256  %6.2f GB/s   raw pread O_DIRECT   %5.2f GB/s   "
+	       "%5.2fx\n",
+	       can_drop ? "cold" : "", median(scr, runs), median(rawd, runs),
+	       median(scr, runs) / median(rawd, runs));
 	ev_loop_free(l);
 	unlink(raw);
 	bench_open(dir);
