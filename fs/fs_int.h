@@ -175,9 +175,6 @@ void fs_op_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_
 void fs_op_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t off, off_t len,
 		     struct fuse_file_info *fi);
 void fs_op_lseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence, struct fuse_file_info *fi);
-void fs_op_copy_file_range(fuse_req_t req, fuse_ino_t ino_in, off_t off_in,
-			   struct fuse_file_info *fi_in, fuse_ino_t ino_out, off_t off_out,
-			   struct fuse_file_info *fi_out, size_t len, int flags);
 /* Truncate (setattr size): 0 or -errno. */
 int fs_truncate(struct fs *fs, uint64_t ino, uint64_t size);
 /* Start a flush of @n if it is dirty; @w (may be NULL) is answered when done. */

@@ -1048,3 +1048,26 @@ unsigned fs_flush_all(struct fs *fs, int *ret_err)
 	}
 	return busy;
 }
+
+/* Files have no holes that p2pfs tracks: all of [0, size) is data. */
+void fs_op_lseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence, struct fuse_file_info *fi)
+{
+	struct fs *fs = fuse_req_userdata(req);
+	struct ns_attr a;
+	int rc;
+
+	(void)fi;
+	if ((rc = fs_getattr_ino(fs, ino, &a)) < 0) {
+		fuse_reply_err(req, -rc);
+		return;
+	}
+	if (whence != SEEK_DATA && whence != SEEK_HOLE) {
+		fuse_reply_err(req, EINVAL);
+		return;
+	}
+	if (off < 0 || (uint64_t)off >= a.size) {
+		fuse_reply_err(req, ENXIO);
+		return;
+	}
+	fuse_reply_lseek(req, whence == SEEK_DATA ? off : (off_t)a.size);
+}

@@ -637,5 +637,4 @@ void fs_ops_init(struct fuse_lowlevel_ops *ops)
 	ops->fsync = fs_op_fsync;
 	ops->fallocate = fs_op_fallocate;
 	ops->lseek = fs_op_lseek;
-	ops->copy_file_range = fs_op_copy_file_range;
 }

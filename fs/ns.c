@@ -1,0 +1,1012 @@
+// SPDX-License-Identifier: MIT
+/*
+ * fs/ns.c - the namespace CRDT: entries and their heads, the merge (ns.h
+ * rules 1-4) and the tree view kept up to date incrementally.
+ *
+ * Invariant: the view is a function of the set of heads only. Every change
+ * goes through ns__merge(), which detaches the entry from the view, changes
+ * its heads and attaches it again; attach resolves name conflicts by taking
+ * the maximum and breaks parent cycles at their maximum, so the order in
+ * which records arrive never shows in the result.
+ */
+#define LOG_SUBSYS "ns"
+#include "fs/ns_int.h"
+#include "common/log.h"
+#include "common/tm.h"
+
+#include <assert.h>
+#include <errno.h>
+#include <malloc.h>
+#include <sodium.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#define XXH_INLINE_ALL
+#include <xxhash.h>
+
+/* ---- memory accounting ---- */
+
+void *ns__alloc(struct ns *ns, size_t n)
+{
+	void *p = malloc(n);
+
+	if (p)
+		ns->mem += malloc_usable_size(p);
+	return p;
+}
+
+void *ns__calloc(struct ns *ns, size_t n)
+{
+	void *p = calloc(1, n);
+
+	if (p)
+		ns->mem += malloc_usable_size(p);
+	return p;
+}
+
+void ns__free(struct ns *ns, void *p)
+{
+	if (p) {
+		ns->mem -= malloc_usable_size(p);
+		free(p);
+	}
+}
+
+int ns__ptrvec_push(struct ns_ptrvec *v, struct ns_entry *e)
+{
+	if (v->n == v->cap) {
+		size_t cap = v->cap ? v->cap * 2 : 16;
+		struct ns_entry **nv = realloc(v->v, cap * sizeof(*nv));
+
+		if (!nv)
+			return -ENOMEM;
+		v->v = nv;
+		v->cap = cap;
+	}
+	v->v[v->n++] = e;
+	return 0;
+}
+
+/* ---- writers ---- */
+
+uint32_t ns__writer_idx(struct ns *ns, const uint8_t id[static NS_NODE_ID_LEN])
+{
+	uint32_t h, idx;
+
+	if (ns->nwriters * 2 >= ns->writer_tab_mask + 1 || !ns->writer_tab) {
+		uint32_t nmask = ns->writer_tab ? ns->writer_tab_mask * 2 + 1 : 63;
+		uint32_t *nt = calloc((size_t)nmask + 1, sizeof(*nt));
+
+		if (!nt)
+			abort(); /* tiny table; out of memory here is fatal */
+		for (uint32_t i = 0; i < ns->nwriters; i++) {
+			h = (uint32_t)XXH3_64bits(ns->writers[i], NS_NODE_ID_LEN) & nmask;
+			while (nt[h])
+				h = (h + 1) & nmask;
+			nt[h] = i + 1;
+		}
+		free(ns->writer_tab);
+		ns->writer_tab = nt;
+		ns->writer_tab_mask = nmask;
+	}
+	h = (uint32_t)XXH3_64bits(id, NS_NODE_ID_LEN) & ns->writer_tab_mask;
+	while ((idx = ns->writer_tab[h])) {
+		if (!memcmp(ns->writers[idx - 1], id, NS_NODE_ID_LEN))
+			return idx - 1;
+		h = (h + 1) & ns->writer_tab_mask;
+	}
+	if (ns->nwriters == ns->writers_cap) {
+		uint32_t cap = ns->writers_cap ? ns->writers_cap * 2 : 16;
+		void *nw = realloc(ns->writers, (size_t)cap * NS_NODE_ID_LEN);
+
+		if (!nw)
+			abort();
+		ns->writers = nw;
+		ns->writers_cap = cap;
+	}
+	memcpy(ns->writers[ns->nwriters], id, NS_NODE_ID_LEN);
+	ns->writer_tab[h] = ++ns->nwriters;
+	return ns->nwriters - 1;
+}
+
+/* ---- entry table ---- */
+
+static size_t id_hash(const uint8_t *id)
+{
+	uint64_t v;
+
+	memcpy(&v, id, 8); /* ids are hashes or random: their bytes are uniform */
+	return (size_t)(v ^ (v >> 29));
+}
+
+struct ns_entry *ns__entry_find(struct ns *ns, const uint8_t id[static NS_ID_LEN])
+{
+	struct ns_entry *e = ns->id_tab[id_hash(id) & ns->id_mask];
+
+	while (e && memcmp(e->id, id, NS_ID_LEN))
+		e = e->id_next;
+	return e;
+}
+
+struct ns_entry *ns__entry_by_ino(struct ns *ns, uint64_t ino)
+{
+	if (ino == 0 || ino > ns->nentries)
+		return NULL;
+	return ns->by_ino[ino - 1];
+}
+
+static int grow_tables(struct ns *ns)
+{
+	if (ns->nentries == ns->ino_cap) {
+		size_t cap = ns->ino_cap ? ns->ino_cap * 2 : 1024;
+		struct ns_entry **nv = realloc(ns->by_ino, cap * sizeof(*nv));
+
+		if (!nv)
+			return -ENOMEM;
+		ns->mem += (cap - ns->ino_cap) * sizeof(*nv);
+		ns->by_ino = nv;
+		ns->ino_cap = cap;
+	}
+	if (ns->nentries >= ns->id_mask + 1) {
+		size_t nmask = ns->id_mask * 2 + 1;
+		struct ns_entry **nt = calloc(nmask + 1, sizeof(*nt));
+
+		if (!nt)
+			return -ENOMEM;
+		for (size_t i = 0; i <= ns->id_mask; i++) {
+			struct ns_entry *e = ns->id_tab[i], *next;
+
+			for (; e; e = next) {
+				size_t b = id_hash(e->id) & nmask;
+
+				next = e->id_next;
+				e->id_next = nt[b];
+				nt[b] = e;
+			}
+		}
+		ns->mem += (nmask - ns->id_mask) * sizeof(*nt);
+		free(ns->id_tab);
+		ns->id_tab = nt;
+		ns->id_mask = nmask;
+	}
+	return 0;
+}
+
+struct ns_entry *ns__entry_get(struct ns *ns, const uint8_t id[static NS_ID_LEN])
+{
+	struct ns_entry *e = ns__entry_find(ns, id);
+	size_t b;
+
+	if (e)
+		return e;
+	if (grow_tables(ns) < 0 || !(e = ns__calloc(ns, sizeof(*e))))
+		return NULL;
+	memcpy(e->id, id, NS_ID_LEN);
+	e->ino = ++ns->nentries;
+	ns->by_ino[e->ino - 1] = e;
+	b = id_hash(id) & ns->id_mask;
+	e->id_next = ns->id_tab[b];
+	ns->id_tab[b] = e;
+	return e;
+}
+
+/* ---- view predicates ---- */
+
+static bool has_head(const struct ns_entry *e)
+{
+	return e->h.state != NS_H_NONE;
+}
+
+bool ns__alive(const struct ns_entry *e)
+{
+	return has_head(e) && !e->h.deleted;
+}
+
+static bool live_below(const struct ns_entry *e)
+{
+	return ns__alive(e) || (e->dir && e->dir->nlb > 0);
+}
+
+bool ns__shown(const struct ns_entry *e)
+{
+	return e->lparent && has_head(e) && live_below(e);
+}
+
+bool ns__visible(const struct ns *ns, const struct ns_entry *e)
+{
+	for (size_t steps = 0; steps <= ns->nentries; steps++) {
+		if (e == ns->root)
+			return true;
+		if (!(e->flags & NS_E_SHOWN))
+			return false;
+		e = e->lparent;
+		if (e->h.type != NS_DIR)
+			return false;
+	}
+	return false;
+}
+
+/* ---- names ---- */
+
+static const char *cname_get(const struct ns *ns, const struct ns_entry *e)
+{
+	for (struct ns_cname *c = ns->cnames[(uintptr_t)e / 64 % 64]; c; c = c->next)
+		if (c->e == e)
+			return c->name;
+	return NULL;
+}
+
+const char *ns__vname(const struct ns *ns, const struct ns_entry *e)
+{
+	if (e->flags & NS_E_CONFLICT) {
+		const char *n = cname_get(ns, e);
+
+		if (n)
+			return n;
+	}
+	return e->h.name ? e->h.name : "";
+}
+
+static size_t name_hash(const struct ns_entry *parent, const char *name)
+{
+	return (size_t)(XXH3_64bits(name, strlen(name)) ^
+			((uintptr_t)parent * 0x9e3779b97f4a7c15ULL));
+}
+
+struct ns_entry *ns__name_find(struct ns *ns, const struct ns_entry *parent, const char *name)
+{
+	struct ns_entry *e = ns->name_tab[name_hash(parent, name) & ns->name_mask];
+
+	for (; e; e = e->name_next)
+		if (e->lparent == parent && !strcmp(ns__vname(ns, e), name))
+			return e;
+	return NULL;
+}
+
+static void name_tab_grow(struct ns *ns)
+{
+	size_t nmask = ns->name_mask * 2 + 1;
+	struct ns_entry **nt = calloc(nmask + 1, sizeof(*nt));
+
+	if (!nt)
+		return; /* longer chains; still correct */
+	for (size_t i = 0; i <= ns->name_mask; i++) {
+		struct ns_entry *e = ns->name_tab[i], *next;
+
+		for (; e; e = next) {
+			size_t b = name_hash(e->lparent, ns__vname(ns, e)) & nmask;
+
+			next = e->name_next;
+			e->name_next = nt[b];
+			nt[b] = e;
+		}
+	}
+	ns->mem += (nmask - ns->name_mask) * sizeof(*nt);
+	free(ns->name_tab);
+	ns->name_tab = nt;
+	ns->name_mask = nmask;
+}
+
+static void name_link(struct ns *ns, struct ns_entry *e)
+{
+	size_t b;
+
+	if (ns->nnames >= ns->name_mask + 1)
+		name_tab_grow(ns);
+	b = name_hash(e->lparent, ns__vname(ns, e)) & ns->name_mask;
+	e->name_next = ns->name_tab[b];
+	ns->name_tab[b] = e;
+	ns->nnames++;
+}
+
+static void name_unlink(struct ns *ns, struct ns_entry *e)
+{
+	struct ns_entry **pp =
+	    &ns->name_tab[name_hash(e->lparent, ns__vname(ns, e)) & ns->name_mask];
+
+	for (; *pp; pp = &(*pp)->name_next)
+		if (*pp == e) {
+			*pp = e->name_next;
+			e->name_next = NULL;
+			ns->nnames--;
+			return;
+		}
+	assert(!"entry missing from the name table");
+}
+
+/* "stem<mid>.ext" within NS_NAME_MAX, keeping the extension when it is short. */
+static void name_with_infix(const char *name, const char *mid, char out[static NS_NAME_MAX + 1])
+{
+	const char *dot = strrchr(name, '.');
+	size_t len = strlen(name), midlen = strlen(mid), stem, ext;
+
+	if (!dot || dot == name || len - (size_t)(dot - name) > 16)
+		dot = name + len;
+	stem = (size_t)(dot - name);
+	ext = len - stem;
+	if (stem + midlen + ext > NS_NAME_MAX)
+		stem = NS_NAME_MAX - midlen - ext;
+	memcpy(out, name, stem);
+	memcpy(out + stem, mid, midlen);
+	memcpy(out + stem + midlen, dot, ext);
+	out[stem + midlen + ext] = '\0';
+}
+
+static void cname_set(struct ns *ns, struct ns_entry *e)
+{
+	char buf[NS_NAME_MAX + 1], mid[32];
+	struct ns_cname *c;
+	size_t len;
+
+	snprintf(mid, sizeof(mid), ".conflict-%02x%02x%02x%02x", e->id[0], e->id[1], e->id[2],
+		 e->id[3]);
+	name_with_infix(e->h.name, mid, buf);
+	len = strlen(buf);
+	if (!(c = ns__alloc(ns, sizeof(*c) + len + 1)))
+		return; /* shown under its own name: a duplicate, but nothing lost */
+	c->e = e;
+	memcpy(c->name, buf, len + 1);
+	c->next = ns->cnames[(uintptr_t)e / 64 % 64];
+	ns->cnames[(uintptr_t)e / 64 % 64] = c;
+	e->flags |= NS_E_CONFLICT;
+}
+
+static void cname_clear(struct ns *ns, struct ns_entry *e)
+{
+	struct ns_cname **pp = &ns->cnames[(uintptr_t)e / 64 % 64];
+
+	e->flags &= ~NS_E_CONFLICT;
+	for (; *pp; pp = &(*pp)->next)
+		if ((*pp)->e == e) {
+			struct ns_cname *c = *pp;
+
+			*pp = c->next;
+			ns__free(ns, c);
+			return;
+		}
+}
+
+/* Who keeps a contested name: the greatest (hlc, writer, entry id). */
+static bool name_wins(const struct ns *ns, const struct ns_entry *a, const struct ns_entry *b)
+{
+	int c;
+
+	if (a->h.hlc != b->h.hlc)
+		return a->h.hlc > b->h.hlc;
+	c = memcmp(ns->writers[a->h.writer], ns->writers[b->h.writer], NS_NODE_ID_LEN);
+	if (c)
+		return c > 0;
+	return memcmp(a->id, b->id, NS_ID_LEN) > 0;
+}
+
+static struct ns_dir *dir_get(struct ns *ns, struct ns_entry *d)
+{
+	if (!d->dir)
+		d->dir = ns__calloc(ns, sizeof(*d->dir));
+	return d->dir;
+}
+
+static void dir_add_child(struct ns *ns, struct ns_entry *d, struct ns_entry *e)
+{
+	struct ns_dir *dir = d->dir;
+
+	if (dir->n == dir->cap) {
+		uint32_t cap = dir->cap ? dir->cap * 2 : 4;
+		struct ns_entry **nv;
+
+		/* Compact first: stale pointers (moved or removed children) go. */
+		if (dir->n > 2 * dir->nshown + 8) {
+			ns__dir_sort(ns, d);
+			if (dir->n < dir->cap)
+				goto add;
+		}
+		if (!(nv = realloc(dir->v, (size_t)cap * sizeof(*nv))))
+			return; /* listed after the next compaction */
+		ns->mem += (size_t)(cap - dir->cap) * sizeof(*nv);
+		dir->v = nv;
+		dir->cap = cap;
+	}
+add:
+	if (dir->n && dir->v[dir->n - 1]->ino >= e->ino)
+		dir->sorted = false;
+	dir->v[dir->n++] = e;
+}
+
+static int by_ino(const void *a, const void *b)
+{
+	const struct ns_entry *x = *(struct ns_entry *const *)a, *y = *(struct ns_entry *const *)b;
+
+	return x->ino < y->ino ? -1 : x->ino > y->ino;
+}
+
+/* Sort children by inode number and drop stale and duplicate pointers. */
+void ns__dir_sort(struct ns *ns, struct ns_entry *d)
+{
+	struct ns_dir *dir = d->dir;
+	uint32_t j = 0;
+
+	(void)ns;
+	if (!dir)
+		return;
+	if (!dir->sorted)
+		qsort(dir->v, dir->n, sizeof(*dir->v), by_ino);
+	for (uint32_t i = 0; i < dir->n; i++) {
+		struct ns_entry *c = dir->v[i];
+
+		if (c->lparent != d || !(c->flags & NS_E_SHOWN) || (j && dir->v[j - 1] == c))
+			continue;
+		dir->v[j++] = c;
+	}
+	dir->n = j;
+	dir->sorted = true;
+}
+
+static void notify(struct ns *ns, struct ns_entry *e)
+{
+	if (ns->in_apply && ns->change_fn)
+		ns->change_fn(ns->change_arg, e->lparent->ino, ns__vname(ns, e), e->ino);
+}
+
+/* @e becomes shown: enter the name table, taking the name if it wins it. */
+static void show(struct ns *ns, struct ns_entry *e)
+{
+	struct ns_entry *p = e->lparent, *holder;
+	struct ns_dir *dir;
+
+	if (!(dir = dir_get(ns, p)))
+		return;
+	holder = ns__name_find(ns, p, e->h.name);
+	if (holder && holder->flags & NS_E_CONFLICT)
+		holder = NULL; /* a conflict name equal to a real name: the real one is ours */
+	if (holder) {
+		if (name_wins(ns, e, holder)) {
+			notify(ns, holder);
+			name_unlink(ns, holder);
+			cname_set(ns, holder);
+			name_link(ns, holder);
+			notify(ns, holder);
+		} else {
+			cname_set(ns, e);
+		}
+		dir->nconflict++;
+	}
+	name_link(ns, e);
+	e->flags |= NS_E_SHOWN;
+	dir->nshown++;
+	if (e->h.type == NS_DIR)
+		dir->nsubdirs++;
+	dir_add_child(ns, p, e);
+	notify(ns, e);
+}
+
+static void hide(struct ns *ns, struct ns_entry *e)
+{
+	struct ns_entry *p = e->lparent;
+	struct ns_dir *dir = p->dir;
+	bool was_conflict = e->flags & NS_E_CONFLICT;
+
+	notify(ns, e);
+	name_unlink(ns, e);
+	e->flags &= ~NS_E_SHOWN;
+	dir->nshown--;
+	if (e->h.type == NS_DIR)
+		dir->nsubdirs--;
+	if (was_conflict) {
+		cname_clear(ns, e);
+		dir->nconflict--;
+		return;
+	}
+	if (dir->nconflict == 0)
+		return;
+	/* Hand the name to the greatest entry that was shown under a conflict name. */
+	struct ns_entry *best = NULL;
+
+	for (uint32_t i = 0; i < dir->n; i++) {
+		struct ns_entry *c = dir->v[i];
+
+		if (c->lparent == p && (c->flags & NS_E_SHOWN) && (c->flags & NS_E_CONFLICT) &&
+		    !strcmp(c->h.name, e->h.name) && (!best || name_wins(ns, c, best)))
+			best = c;
+	}
+	if (best) {
+		notify(ns, best);
+		name_unlink(ns, best);
+		cname_clear(ns, best);
+		name_link(ns, best);
+		dir->nconflict--;
+		notify(ns, best);
+	}
+}
+
+/* A child of @p changed its live-below state by @delta: propagate upwards. */
+static void lb_adjust(struct ns *ns, struct ns_entry *p, int delta)
+{
+	while (p) {
+		bool before = live_below(p), after;
+
+		if (!dir_get(ns, p))
+			return;
+		p->dir->nlb = (uint32_t)((int)p->dir->nlb + delta);
+		after = live_below(p);
+		if (before == after)
+			return;
+		if (p->lparent && has_head(p)) {
+			if (after)
+				show(ns, p);
+			else
+				hide(ns, p);
+		}
+		delta = after ? 1 : -1;
+		p = p->lparent;
+	}
+}
+
+static void stats_account(struct ns *ns, const struct ns_entry *e, int sign)
+{
+	if (!ns__alive(e))
+		return;
+	switch (e->h.type) {
+	case NS_FILE:
+		ns->st.files += (uint64_t)(int64_t)sign;
+		ns->st.bytes += (uint64_t)((int64_t)sign * (int64_t)e->h.size);
+		break;
+	case NS_DIR:
+		ns->st.dirs += (uint64_t)(int64_t)sign;
+		break;
+	default:
+		ns->st.symlinks += (uint64_t)(int64_t)sign;
+	}
+}
+
+static void detach(struct ns *ns, struct ns_entry *e)
+{
+	stats_account(ns, e, -1);
+	if (!e->lparent)
+		return;
+	if (e->flags & NS_E_SHOWN)
+		hide(ns, e);
+	if (live_below(e))
+		lb_adjust(ns, e->lparent, -1);
+	e->lparent = NULL;
+}
+
+/* Would attaching @e under @p close a cycle? Then return the cycle's greatest member. */
+static struct ns_entry *cycle_max(struct ns *ns, struct ns_entry *e, struct ns_entry *p)
+{
+	struct ns_entry *best = e, *q = p;
+
+	for (size_t steps = 0; q && steps <= ns->nentries; steps++) {
+		if (q == e)
+			return best;
+		if (name_wins(ns, q, best))
+			best = q;
+		q = q->lparent;
+	}
+	return NULL;
+}
+
+static void attach(struct ns *ns, struct ns_entry *e);
+
+static void set_broken(struct ns *ns, struct ns_entry *e, bool broken)
+{
+	if (broken == !!(e->flags & NS_E_BROKEN))
+		return;
+	if (broken) {
+		e->flags |= NS_E_BROKEN;
+		(void)ns__ptrvec_push(&ns->broken, e);
+	} else {
+		e->flags &= ~NS_E_BROKEN;
+		for (size_t i = 0; i < ns->broken.n; i++)
+			if (ns->broken.v[i] == e) {
+				ns->broken.v[i] = ns->broken.v[--ns->broken.n];
+				break;
+			}
+	}
+}
+
+static void attach(struct ns *ns, struct ns_entry *e)
+{
+	struct ns_entry *p;
+
+	stats_account(ns, e, +1);
+	if (e == ns->root || !has_head(e))
+		return;
+	p = e->h.parent;
+	if (e->flags & NS_E_BROKEN) {
+		p = ns->root;
+	} else {
+		struct ns_entry *m = cycle_max(ns, e, p);
+
+		if (m == e) {
+			set_broken(ns, e, true);
+			p = ns->root;
+		} else if (m) {
+			/* Break the cycle at its greatest member instead (rule 4). */
+			detach(ns, m);
+			set_broken(ns, m, true);
+			attach(ns, m);
+		}
+	}
+	e->lparent = p;
+	if (live_below(e))
+		lb_adjust(ns, p, +1);
+	if (live_below(e))
+		show(ns, e);
+}
+
+/* Re-examine entries moved to the root out of cycles: the cycle may be gone,
+ * or another member may now be the greatest. */
+static void recheck_broken(struct ns *ns)
+{
+	for (size_t i = 0; i < ns->broken.n;) {
+		struct ns_entry *b = ns->broken.v[i];
+		size_t n = ns->broken.n;
+
+		detach(ns, b);
+		set_broken(ns, b, false);
+		attach(ns, b);
+		/* set_broken reorders the vector: restart the scan when it shrank. */
+		if (ns->broken.n < n)
+			continue;
+		i++;
+	}
+}
+
+/* ---- heads ---- */
+
+static uint64_t vv_get(const struct ns_head *h, uint32_t w)
+{
+	if (!h->vv)
+		return h->writer == w ? h->hlc : 0;
+	for (unsigned i = 0; i < h->vv_n; i++)
+		if (h->vv[i].w == w)
+			return h->vv[i].hlc;
+	return 0;
+}
+
+/* @a has seen everything @b has (rule 1); true for equal records. */
+static bool dominates(const struct ns_head *a, const struct ns_head *b)
+{
+	if (b->state == NS_H_IMPLICIT)
+		return true;
+	if (a->state == NS_H_IMPLICIT)
+		return false;
+	if (!b->vv)
+		return vv_get(a, b->writer) >= b->hlc;
+	for (unsigned i = 0; i < b->vv_n; i++)
+		if (vv_get(a, b->vv[i].w) < b->vv[i].hlc)
+			return false;
+	return true;
+}
+
+/* The winner among heads: live before deleted, then (hlc, writer id). */
+static bool head_beats(const struct ns *ns, const struct ns_head *a, const struct ns_head *b)
+{
+	int c;
+
+	if (a->deleted != b->deleted)
+		return !a->deleted;
+	if (a->hlc != b->hlc)
+		return a->hlc > b->hlc;
+	c = memcmp(ns->writers[a->writer], ns->writers[b->writer], NS_NODE_ID_LEN);
+	return c > 0;
+}
+
+void ns__head_free(struct ns *ns, struct ns_head *h)
+{
+	if (h->state == NS_H_PENDING)
+		ns->st.pending--;
+	ns__free(ns, h->name);
+	ns__free(ns, h->xattrs);
+	ns__free(ns, h->vv);
+	ns__free(ns, h->sig);
+	memset(h, 0, sizeof(*h));
+}
+
+void ns__heads_foreach(struct ns_entry *e, void (*fn)(struct ns_head *h, void *arg), void *arg)
+{
+	if (!has_head(e))
+		return;
+	fn(&e->h, arg);
+	for (unsigned i = 0; i < e->nmore; i++)
+		fn(&e->more[i], arg);
+}
+
+void ns__mark_pending(struct ns *ns, struct ns_entry *e)
+{
+	if (e->flags & NS_E_PENDQ)
+		return;
+	if (ns__ptrvec_push(&ns->pending, e) == 0)
+		e->flags |= NS_E_PENDQ;
+}
+
+int ns__merge(struct ns *ns, struct ns_entry *e, struct ns_head *nh)
+{
+	struct ns_head all[NS_VV_MAX * 4 + 2];
+	unsigned n = 0, keep = 0, best = 0;
+	bool was_multi = e->nmore > 0;
+
+	if (has_head(e)) {
+		if (dominates(&e->h, nh))
+			goto ignore;
+		for (unsigned i = 0; i < e->nmore; i++)
+			if (dominates(&e->more[i], nh))
+				goto ignore;
+		if ((size_t)e->nmore + 2 > ARRAY_SIZE(all)) {
+			/* More concurrent versions than any real history makes: refuse. */
+			ns__head_free(ns, nh);
+			return -EMLINK;
+		}
+	}
+	if (nh->hlc > ns->hlc_last && nh->hlc < ns->hlc_last + (3600000ULL << 16))
+		ns->hlc_last = nh->hlc;
+	detach(ns, e);
+	if (has_head(e)) {
+		all[n++] = e->h;
+		for (unsigned i = 0; i < e->nmore; i++)
+			all[n++] = e->more[i];
+	}
+	all[n++] = *nh;
+	memset(nh, 0, sizeof(*nh));
+	/* Drop the heads that the new one dominates. */
+	for (unsigned i = 0; i < n; i++) {
+		if (i != n - 1 && dominates(&all[n - 1], &all[i])) {
+			ns->st.records--;
+			if (all[i].deleted)
+				ns->st.tombstones--;
+			ns__head_free(ns, &all[i]);
+			continue;
+		}
+		all[keep++] = all[i];
+	}
+	ns->st.records++;
+	if (all[keep - 1].deleted)
+		ns->st.tombstones++;
+	for (unsigned i = 1; i < keep; i++)
+		if (head_beats(ns, &all[i], &all[best]))
+			best = i;
+	e->h = all[best];
+	all[best] = all[0];
+	ns__free(ns, e->more);
+	e->more = NULL;
+	e->nmore = 0;
+	if (keep > 1) {
+		if (!(e->more = ns__alloc(ns, (keep - 1) * sizeof(*e->more)))) {
+			/* Keep the winner only; the losers come back with anti-entropy. */
+			for (unsigned i = 1; i < keep; i++)
+				ns__head_free(ns, &all[i]);
+			keep = 1;
+		} else {
+			memcpy(e->more, all + 1, (keep - 1) * sizeof(*e->more));
+			e->nmore = (uint8_t)(keep - 1);
+		}
+	}
+	if (e->nmore && !was_multi)
+		ns->st.conflicts++;
+	else if (!e->nmore && was_multi)
+		ns->st.conflicts--;
+	attach(ns, e);
+	if (ns->broken.n)
+		recheck_broken(ns);
+	if (e->nmore) {
+		if (ns->loading) {
+			if (!(e->flags & NS_E_MULTI) && ns__ptrvec_push(&ns->multi, e) == 0)
+				e->flags |= NS_E_MULTI;
+		} else {
+			ns__materialize_conflicts(ns, e);
+		}
+	}
+	return 1;
+ignore:
+	ns__head_free(ns, nh);
+	return 0;
+}
+
+/* ---- conflict copies (rule 2) ---- */
+
+static bool same_content(const struct ns_head *a, const struct ns_head *b)
+{
+	if (a->type != b->type || a->size != b->size || a->kind != b->kind)
+		return false;
+	if (a->kind != NS_CONTENT_NONE && memcmp(a->content, b->content, CS_ID_LEN))
+		return false;
+	if (a->type == NS_SYMLINK)
+		return !strcmp(a->name + strlen(a->name) + 1, b->name + strlen(b->name) + 1);
+	return true;
+}
+
+static int copy_head(struct ns *ns, struct ns_head *dst, const struct ns_head *src)
+{
+	size_t nl = strlen(src->name) + 1 + (src->type == NS_SYMLINK ? src->target_len + 1u : 0);
+
+	*dst = *src;
+	dst->vv = NULL;
+	dst->sig = NULL;
+	dst->xattrs = NULL;
+	if (!(dst->name = ns__alloc(ns, nl)))
+		return -ENOMEM;
+	memcpy(dst->name, src->name, nl);
+	if (src->xattrs_len) {
+		if (!(dst->xattrs = ns__alloc(ns, src->xattrs_len))) {
+			ns__free(ns, dst->name);
+			return -ENOMEM;
+		}
+		memcpy(dst->xattrs, src->xattrs, src->xattrs_len);
+	}
+	return 0;
+}
+
+/* The copy of a losing head: derived only from the head, so every writer makes the same record. */
+static void materialize_one(struct ns *ns, struct ns_entry *e, const struct ns_head *loser)
+{
+	uint8_t id[NS_ID_LEN], seed[NS_ID_LEN + NS_NODE_ID_LEN + 8];
+	char mid[64], name[NS_NAME_MAX + 1];
+	struct ns_head nh;
+	struct ns_entry *c;
+	struct tm tm;
+	time_t secs = (time_t)((loser->hlc >> 16) / 1000);
+	size_t tl = loser->type == NS_SYMLINK ? loser->target_len + 1u : 0, nl;
+
+	memcpy(seed, e->id, NS_ID_LEN);
+	memcpy(seed + NS_ID_LEN, ns->writers[loser->writer], NS_NODE_ID_LEN);
+	for (int i = 0; i < 8; i++)
+		seed[NS_ID_LEN + NS_NODE_ID_LEN + i] = (uint8_t)(loser->hlc >> (56 - 8 * i));
+	crypto_generichash(id, sizeof(id), seed, sizeof(seed), (const uint8_t *)"p2pfs-conflict",
+			   14);
+	if ((c = ns__entry_find(ns, id)) && has_head(c))
+		return; /* made before (maybe edited or deleted since): never again */
+	gmtime_r(&secs, &tm);
+	snprintf(mid, sizeof(mid), ".conflict-%02x%02x%02x%02x-%04d%02d%02d-%02d%02d%02d",
+		 ns->writers[loser->writer][0], ns->writers[loser->writer][1],
+		 ns->writers[loser->writer][2], ns->writers[loser->writer][3], tm.tm_year + 1900,
+		 tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec);
+	name_with_infix(loser->name, mid, name);
+	if (copy_head(ns, &nh, loser) < 0)
+		return;
+	nl = strlen(name) + 1;
+	ns__free(ns, nh.name);
+	if (!(nh.name = ns__alloc(ns, nl + tl))) {
+		ns__head_free(ns, &nh);
+		return;
+	}
+	memcpy(nh.name, name, nl);
+	if (tl)
+		memcpy(nh.name + nl, loser->name + strlen(loser->name) + 1, tl);
+	nh.vv_n = 0;
+	nh.deleted = 0;
+	nh.state = NS_H_PENDING;
+	nh.loc = 0;
+	ns->st.pending++;
+	if (!(c = ns__entry_get(ns, id))) {
+		ns__head_free(ns, &nh);
+		return;
+	}
+	if (ns__merge(ns, c, &nh) > 0)
+		ns__mark_pending(ns, c);
+}
+
+void ns__materialize_conflicts(struct ns *ns, struct ns_entry *e)
+{
+	struct ns_head losers[NS_VV_MAX * 4 + 2];
+	unsigned n = 0;
+
+	if (!ns->writable || e == ns->root)
+		return;
+	/* Copy first: materializing merges into other entries, which may not touch e. */
+	for (unsigned i = 0; i < e->nmore && n < ARRAY_SIZE(losers); i++)
+		if (!e->more[i].deleted && !same_content(&e->more[i], &e->h))
+			losers[n++] = e->more[i];
+	for (unsigned i = 0; i < n; i++) {
+		struct ns_head tmp;
+
+		if (copy_head(ns, &tmp, &losers[i]) < 0)
+			continue;
+		materialize_one(ns, e, &tmp);
+		ns__free(ns, tmp.name);
+		ns__free(ns, tmp.xattrs);
+	}
+}
+
+/* ---- records <-> heads ---- */
+
+int ns__head_from_record(struct ns *ns, const struct ns_record *rec, struct ns_head *h)
+{
+	bool self_only = rec->vv_n == 1;
+	struct ns_entry *parent = NULL;
+	size_t nl = rec->name_len + 1u + (rec->target_len ? rec->target_len + 1u : 0);
+	static const uint8_t zero[NS_ID_LEN];
+
+	memset(h, 0, sizeof(*h));
+	if (memcmp(rec->id, zero, NS_ID_LEN) && !(parent = ns__entry_get(ns, rec->parent)))
+		return -ENOMEM;
+	if (!(h->name = ns__alloc(ns, nl)))
+		return -ENOMEM;
+	memcpy(h->name, rec->name, rec->name_len);
+	h->name[rec->name_len] = '\0';
+	if (rec->target_len) {
+		memcpy(h->name + rec->name_len + 1, rec->target, rec->target_len);
+		h->name[nl - 1] = '\0';
+	}
+	if (rec->xattrs_len) {
+		if (!(h->xattrs = ns__alloc(ns, rec->xattrs_len)))
+			goto err;
+		memcpy(h->xattrs, rec->xattrs, rec->xattrs_len);
+	}
+	h->writer = ns__writer_idx(ns, rec->writer);
+	if (!self_only) {
+		if (!(h->vv = ns__alloc(ns, rec->vv_n * sizeof(*h->vv))))
+			goto err;
+		for (unsigned i = 0; i < rec->vv_n; i++) {
+			h->vv[i].w = ns__writer_idx(ns, rec->vv[i].writer);
+			h->vv[i].hlc = rec->vv[i].hlc;
+		}
+		h->vv_n = rec->vv_n;
+	}
+	h->hlc = rec->hlc;
+	h->size = rec->size;
+	h->mtime = rec->mtime;
+	h->parent = parent;
+	h->mode = rec->mode;
+	h->uid = rec->uid;
+	h->gid = rec->gid;
+	h->xattrs_len = rec->xattrs_len;
+	h->xattr_n = rec->xattr_n;
+	h->target_len = rec->target_len;
+	h->type = rec->type;
+	h->deleted = rec->deleted;
+	h->kind = rec->content_kind;
+	memcpy(h->content, rec->content, CS_ID_LEN);
+	return 0;
+err:
+	ns__head_free(ns, h);
+	return -ENOMEM;
+}
+
+static int vv_cmp(const void *a, const void *b)
+{
+	return memcmp(((const struct ns_vv_ent *)a)->writer, ((const struct ns_vv_ent *)b)->writer,
+		      NS_NODE_ID_LEN);
+}
+
+void ns__head_to_record(struct ns *ns, const struct ns_entry *e, const struct ns_head *h,
+			struct ns_record *rec)
+{
+	static const uint8_t zero[NS_ID_LEN];
+
+	memset(rec, 0, sizeof(*rec));
+	rec->type = h->type;
+	rec->content_kind = h->kind;
+	rec->deleted = h->deleted;
+	memcpy(rec->id, e->id, NS_ID_LEN);
+	memcpy(rec->parent, h->parent ? h->parent->id : zero, NS_ID_LEN);
+	rec->hlc = h->hlc;
+	memcpy(rec->writer, ns->writers[h->writer], NS_NODE_ID_LEN);
+	rec->mode = h->mode;
+	rec->uid = h->uid;
+	rec->gid = h->gid;
+	rec->size = h->size;
+	rec->mtime = h->mtime;
+	memcpy(rec->content, h->content, CS_ID_LEN);
+	rec->name = h->name;
+	rec->name_len = (uint8_t)strlen(h->name);
+	if (h->type == NS_SYMLINK) {
+		rec->target = h->name + rec->name_len + 1;
+		rec->target_len = h->target_len;
+	}
+	if (!h->vv) {
+		rec->vv_n = 1;
+		memcpy(rec->vv[0].writer, ns->writers[h->writer], NS_NODE_ID_LEN);
+		rec->vv[0].hlc = h->hlc;
+	} else {
+		rec->vv_n = h->vv_n;
+		for (unsigned i = 0; i < h->vv_n; i++) {
+			memcpy(rec->vv[i].writer, ns->writers[h->vv[i].w], NS_NODE_ID_LEN);
+			rec->vv[i].hlc = h->vv[i].hlc;
+		}
+		qsort(rec->vv, rec->vv_n, sizeof(rec->vv[0]), vv_cmp);
+	}
+	rec->xattr_n = h->xattr_n;
+	rec->xattrs = h->xattrs;
+	rec->xattrs_len = h->xattrs_len;
+}
