@@ -58,7 +58,7 @@ static void world_init(struct world *w, uint64_t size)
 	w->dir = t_tmpdir("rechunk");
 	snprintf(path, sizeof(path), "%s/store", w->dir);
 	T_ASSERT_OK(cs_store_open(path, &o, &w->cs));
-	w->cap = size * 2 + 1024 * 1024;
+	w->cap = size * 2 + 8 * 1024 * 1024;
 	w->data = calloc(1, w->cap);
 	w->size = size;
 	t_rand_fill(w->data, size);
