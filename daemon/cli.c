@@ -57,14 +57,24 @@ char *cli_pick_state(const char *state_opt, const char *mountpoint)
 		return cfg_default_state_dir();
 	if ((s = cli_state_of_mount(mountpoint, &err)))
 		return s;
-	if (err == ENOTCONN)
+	if (err == ENOTCONN || err == ECONNABORTED)
 		cli_err("%s: the p2pfs daemon serving it is gone (crashed or killed); remount it "
 			"with 'p2pfs mount %s', or remove it with 'p2pfs umount %s'",
 			mountpoint, mountpoint, mountpoint);
 	else if (err == ENOENT)
 		cli_err("%s does not exist", mountpoint);
 	else
-		cli_err("%s is not a p2pfs mount (give the mount point, or --state DIR)",
-			mountpoint);
+		cli_err("%s is not a p2pfs mount (%s): give the mount point, or --state DIR",
+			mountpoint, strerror(err));
 	return NULL;
+}
+
+void cli_err_path(int rc, const char *what, const char *path)
+{
+	if (rc == -ENOSPC || rc == -EDQUOT)
+		cli_err("no space left on the disk of %s (%s): free some space, or use --state DIR "
+			"on another disk",
+			path, what);
+	else
+		cli_err("%s %s: %s", what, path, strerror(-rc));
 }

@@ -110,7 +110,7 @@ static int check_mountpoint(const char *arg, char **ret_real)
 	if (stat(arg, &st) < 0) {
 		int err = errno;
 
-		if (err == ENOTCONN) {
+		if (err == ENOTCONN || err == ECONNABORTED) {
 			/* A p2pfs mount whose daemon died (kill -9, crash): clean it up. */
 			if (remove_stale_mount(arg) == 0 && stat(arg, &st) == 0) {
 				fprintf(stderr,
@@ -140,6 +140,19 @@ static int check_mountpoint(const char *arg, char **ret_real)
 		return EXIT_FAIL;
 	}
 	if ((type = mounted_fstype(real))) {
+		char probe[8];
+
+		/* stat() may be answered from the kernel's attribute cache; an
+		 * xattr read always reaches the daemon, so it tells a dead one. */
+		if (!strcmp(type, "fuse.p2pfs") &&
+		    getxattr(real, "user.p2pfs.state", probe, sizeof(probe)) < 0 &&
+		    (errno == ENOTCONN || errno == ECONNABORTED) && remove_stale_mount(real) == 0) {
+			fprintf(stderr, "p2pfs: removed the stale mount at %s (its daemon had stopped)\n",
+				real);
+			free(type);
+			free(real);
+			return check_mountpoint(arg, ret_real);
+		}
 		if (!strcmp(type, "fuse.p2pfs"))
 			cli_err("%s is already mounted by p2pfs (see 'p2pfs status %s'; unmount "
 				"with 'p2pfs umount %s')",

@@ -111,7 +111,7 @@ int cmd_umount(int argc, char **argv)
 		return EXIT_USAGE;
 	}
 	if (!(state = cli_state_of_mount(argv[optind], &err))) {
-		if (err == ENOTCONN)
+		if (err == ENOTCONN || err == ECONNABORTED)
 			return detach_dead(argv[optind]);
 		if (err == ENOENT)
 			cli_err("%s does not exist", argv[optind]);

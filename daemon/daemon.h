@@ -63,6 +63,8 @@ char *cfg_path(const char *dir, const char *name);
 
 /* cli.c: command-line helpers */
 void cli_err(const char *fmt, ...) P2P_PRINTF(1, 2);
+/* "@what @path: <cause>", or for a full disk the one line that says how to fix it. */
+void cli_err_path(int rc, const char *what, const char *path);
 /* Resolve the state dir of a running daemon from a mount point (NULL if not p2pfs). */
 char *cli_state_of_mount(const char *mountpoint, int *ret_err);
 /*

@@ -470,17 +470,30 @@ static int open_log(struct daemon *d)
 	return 0;
 }
 
+static void signal_set(sigset_t *set)
+{
+	sigemptyset(set);
+	sigaddset(set, SIGTERM);
+	sigaddset(set, SIGINT);
+	sigaddset(set, SIGHUP);
+	sigaddset(set, SIGPIPE);
+}
+
+/* Before any thread starts (the store's, the workers'): they inherit the
+ * mask, so the signals reach only the loop's signalfd. */
+static int block_signals(void)
+{
+	sigset_t set;
+
+	signal_set(&set);
+	return pthread_sigmask(SIG_BLOCK, &set, NULL) != 0 ? -EINVAL : 0;
+}
+
 static int setup_signals(struct daemon *d)
 {
 	sigset_t set;
 
-	sigemptyset(&set);
-	sigaddset(&set, SIGTERM);
-	sigaddset(&set, SIGINT);
-	sigaddset(&set, SIGHUP);
-	sigaddset(&set, SIGPIPE);
-	if (pthread_sigmask(SIG_BLOCK, &set, NULL) != 0)
-		return -EINVAL;
+	signal_set(&set);
 	sigdelset(&set, SIGPIPE);
 	sigdelset(&set, SIGHUP);
 	if ((d->sig_fd = signalfd(-1, &set, SFD_CLOEXEC)) < 0)
@@ -498,11 +511,12 @@ static int open_all(struct daemon *d)
 	char *store = NULL, *nsdir = NULL, *staging = NULL, *ctlp = NULL;
 	int rc;
 
+	if ((rc = block_signals()) < 0)
+		return rc;
 	if ((rc = share_default(cfg->state_dir, &d->share)) < 0)
 		return rc;
 	if ((rc = peer_ident_load(cfg->state_dir, 0, &d->ident)) < 0) {
-		cli_err("cannot load or create the node identity in %s: %s", cfg->state_dir,
-			strerror(-rc));
+		cli_err_path(rc, "cannot load or create the node identity in", cfg->state_dir);
 		return rc;
 	}
 	memcpy(d->node_id, peer_ident_id(d->ident), 32);
@@ -523,7 +537,7 @@ static int open_all(struct daemon *d)
 	}
 	if (mkdir(nsdir, 0700) < 0 && errno != EEXIST) {
 		rc = -errno;
-		cli_err("cannot create %s: %s", nsdir, strerror(-rc));
+		cli_err_path(rc, "cannot create", nsdir);
 		goto out;
 	}
 	memset(&nopts, 0, sizeof(nopts));
@@ -531,7 +545,7 @@ static int open_all(struct daemon *d)
 	nopts.share_sk = d->share.writable ? d->share.sk : NULL;
 	nopts.node_id = d->node_id;
 	if ((rc = ns_open(nsdir, &nopts, &d->ns)) < 0) {
-		cli_err("cannot open the namespace in %s: %s", nsdir, strerror(-rc));
+		cli_err_path(rc, "cannot open the namespace in", nsdir);
 		goto out;
 	}
 	if ((rc = ev_loop_new(4096, &d->loop)) < 0) {

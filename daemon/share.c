@@ -180,7 +180,7 @@ static int share_create(const char *state_dir, struct share *s)
 		dir = NULL;
 		log_notice("created a new share %.16s…", hex);
 	} else {
-		cli_err("cannot create a share in %s: %s", state_dir, strerror(-rc));
+		cli_err_path(rc, "cannot create a share in", state_dir);
 	}
 out:
 	sodium_memzero(buf, sizeof(buf));
@@ -204,9 +204,11 @@ int share_default(const char *state_dir, struct share *s)
 		goto out;
 	}
 	if ((fd = open(def, O_RDONLY | O_CLOEXEC)) < 0) {
-		rc = errno == ENOENT ? share_create(state_dir, s) : -errno;
-		if (rc < 0 && rc != -ENOMEM && errno != ENOENT)
-			cli_err("cannot read %s: %s", def, strerror(-rc));
+		int open_err = errno;
+
+		rc = open_err == ENOENT ? share_create(state_dir, s) : -open_err;
+		if (rc < 0 && open_err != ENOENT)
+			cli_err_path(rc, "cannot read", def);
 		goto out;
 	}
 	n = read(fd, hex, sizeof(hex) - 1);

@@ -624,7 +624,8 @@ static void on_write_done(struct ev_op *op, int32_t res)
 			log_error("writing the staging file of inode %llu: %s",
 				  (unsigned long long)n->ino, strerror(-res));
 	} else if ((size_t)res != w->size) {
-		rc = -EIO;
+		/* A regular file only writes short when its disk is full. */
+		rc = -ENOSPC;
 	} else {
 		uint64_t end = w->off + w->size;
 

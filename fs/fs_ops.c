@@ -161,7 +161,12 @@ static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to
 	if (mask) {
 		struct fs_node *n = fs_node_find(fs, ino);
 
-		if ((rc = ns_setattr(fs->ns, ino, &a, mask)) < 0)
+		rc = ns_setattr(fs->ns, ino, &a, mask);
+		/* An unlinked file that is still open keeps working: its attributes
+		 * live on in the open node until the last close. */
+		if (rc == -ENOENT && n && n->opens)
+			rc = 0;
+		if (rc < 0)
 			goto err;
 		if (n && (mask & NS_SET_MTIME))
 			n->mtime = a.mtime;

@@ -196,3 +196,8 @@ def errno_of(fn, *a, **kw):
 
 __all__ = ["Node", "run", "p2pfs", "wait_until", "sha256_file", "tree_digest", "random_file",
            "can_fuse", "errno_of", "is_mounted", "errno", "P2PFS"]
+
+
+def process_gone(pid):
+    """True once @pid has exited (a zombie waiting for its reaper counts as exited)."""
+    return not os.path.exists(f"/proc/{pid}") or _zombie(pid)

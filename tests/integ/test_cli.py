@@ -2,10 +2,12 @@
 """The command line: help, version, and clear errors with their causes."""
 import json
 import os
+import shutil
 import subprocess
+import tempfile
 
 import pytest
-from p2pfs_harness import Node, P2PFS, is_mounted, p2pfs, run
+from p2pfs_harness import Node, P2PFS, is_mounted, p2pfs, process_gone, run
 
 COMMANDS = ["mount", "umount", "status", "sync", "scrub"]
 
@@ -50,16 +52,23 @@ def test_no_dev_fuse(make_node, tmp_path):
     assert r.returncode == 1 and "/dev/fuse is missing" in r.stderr
 
 
-def test_no_permission_on_dev_fuse(make_node, tmp_path):
-    n = make_node(mount=False)
-    os.chmod(n.tmp, 0o777)
-    os.chmod(n.mnt, 0o777)
-    r = run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", P2PFS, "mount",
-             n.mnt, "--state", str(tmp_path / "nobody-state")], check=False,
-            env={"PATH": os.environ["PATH"], "HOME": "/nonexistent"})
-    os.chmod(tmp_path, 0o755)
-    assert r.returncode == 1
-    assert "/dev/fuse" in r.stderr or "cannot create the state directory" in r.stderr
+def test_no_permission_on_dev_fuse(tmp_path):
+    # A private /dev whose fuse node only root may open, and an unprivileged user.
+    base = tempfile.mkdtemp(prefix="p2pfs-perm-", dir="/tmp")
+    try:
+        os.chmod(base, 0o777)
+        mnt = os.path.join(base, "mnt")
+        os.mkdir(mnt)
+        os.chmod(mnt, 0o777)
+        r = run(["unshare", "-m", "sh", "-c",
+                 "mount -t tmpfs none /dev && mknod -m 600 /dev/fuse c 10 229 && "
+                 f"exec setpriv --reuid=65534 --regid=65534 --clear-groups {P2PFS} mount {mnt} "
+                 f"--state {base}/state"],
+                check=False, env={"PATH": os.environ["PATH"], "HOME": "/nonexistent"})
+        assert r.returncode == 1, r.stderr
+        assert "no permission to open /dev/fuse" in r.stderr
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
 
 
 def test_disk_full_state_dir(make_node, tmp_path):
@@ -68,13 +77,7 @@ def test_disk_full_state_dir(make_node, tmp_path):
     full.mkdir()
     run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(full)])
     try:
-        with open(full / "filler", "wb") as f:
-            try:
-                while True:
-                    f.write(b"\0" * 4096)
-                    f.flush()
-            except OSError:
-                pass
+        run(["dd", "if=/dev/zero", f"of={full / 'filler'}", "bs=4k"], check=False)
         r = p2pfs("mount", n.mnt, "--state", str(full / "state"), check=False)
         assert r.returncode == 1 and "no space left" in r.stderr, r.stderr
         assert not is_mounted(n.mnt)
@@ -112,7 +115,7 @@ def test_status_sync_and_umount(node):
     pid = node.pid()
     node.umount()
     assert not is_mounted(node.mnt)
-    assert not os.path.exists(f"/proc/{pid}"), "umount returned before the daemon exited"
+    assert process_gone(pid), "umount returned before the daemon exited"
     r = p2pfs("status", "--state", node.state, check=False)
     assert r.returncode == 3 and "no p2pfs daemon" in r.stderr
 
@@ -136,7 +139,7 @@ def test_sigterm_unmounts_cleanly(node):
     pid = node.pid()
     os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + 30
-    while os.path.exists(f"/proc/{pid}") and time.monotonic() < deadline:
+    while not process_gone(pid) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not is_mounted(node.mnt)
     node.mounted = False
