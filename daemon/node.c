@@ -548,6 +548,21 @@ static int open_all(struct daemon *d)
 		cli_err_path(rc, "cannot open the namespace in", nsdir);
 		goto out;
 	}
+	{
+		struct ns_stats nst;
+
+		/* A new share: give its root directory a real record (and a time). */
+		ns_get_stats(d->ns, &nst);
+		if (nst.records == 0 && !ns_read_only(d->ns)) {
+			struct ns_attr ra = { .mtime = (int64_t)tm_real_ns() };
+
+			if ((rc = ns_setattr(d->ns, NS_ROOT_INO, &ra, NS_SET_MTIME)) < 0 ||
+			    (rc = ns_commit(d->ns)) < 0) {
+				cli_err_path(rc, "cannot write the namespace in", nsdir);
+				goto out;
+			}
+		}
+	}
 	if ((rc = ev_loop_new(4096, &d->loop)) < 0) {
 		cli_err("cannot set up io_uring: %s (is io_uring disabled? see "
 			"/proc/sys/kernel/io_uring_disabled)",
