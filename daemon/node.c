@@ -610,6 +610,11 @@ static void close_all(struct daemon *d)
 	for (int i = 0; i < 50 && d->loop && ev_loop_inflight(d->loop) > 1; i++)
 		if (ev_loop_run_once(d->loop, 20) < 0)
 			break;
+	/* Jobs on the workers (an unmount, a commit, a flush) finish and report
+	 * back before the filesystem they belong to goes. */
+	for (int i = 0; i < 3000 && fs_busy(d->fs); i++)
+		if (ev_loop_run_once(d->loop, 20) < 0)
+			break;
 	fs_free(d->fs);
 	ev_pool_free(d->pool);
 	if (d->ns && ns_commit(d->ns) < 0)

@@ -249,6 +249,7 @@ static void commit_done(struct ev_work *w)
 	struct fs *fs = cw->fs;
 	struct fs_waiter *wt = cw->waiters;
 
+	fs->nwork--;
 	if (cw->c)
 		ns_commit_end(fs->ns, cw->c, cw->rc);
 	if (cw->rc < 0) {
@@ -297,6 +298,7 @@ void fs_commit_kick(struct fs *fs)
 		return;
 	}
 	fs->commit_running = true;
+	fs->nwork++;
 	ev_work_submit(fs->pool, fs->loop, &cw->w, commit_run, commit_done);
 }
 
@@ -540,6 +542,7 @@ static void umount_done(struct ev_work *w)
 {
 	struct fs *fs = container_of(w, struct fs, umount_work);
 
+	fs->nwork--;
 	if (fs->umount_rc < 0 && !fs->session_ended) {
 		fs_done_fn *cb = fs->shutdown_done;
 
@@ -570,6 +573,7 @@ void fs_shutdown(struct fs *fs, bool lazy, fs_done_fn *done, void *arg)
 		return;
 	}
 	fs->umount_lazy = lazy;
+	fs->nwork++;
 	ev_work_submit(fs->pool, fs->loop, &fs->umount_work, umount_run, umount_done);
 }
 
@@ -793,4 +797,9 @@ void fs_get_stats(struct fs *fs, struct fs_stats *st)
 	*st = fs->st;
 	st->open_files = open;
 	st->dirty_files = dirty;
+}
+
+bool fs_busy(const struct fs *fs)
+{
+	return fs && fs->nwork > 0;
 }

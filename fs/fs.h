@@ -58,6 +58,8 @@ void fs_set_ended_cb(struct fs *fs, fs_done_fn *fn, void *arg);
 /* Flush every dirty file and commit; @done runs when all is durable. */
 void fs_sync(struct fs *fs, fs_done_fn *done, void *arg);
 void fs_free(struct fs *fs);
+/* Jobs of this fs still running on the worker pool: the loop must run until none are left before fs_free(). */
+bool fs_busy(const struct fs *fs);
 
 struct fs_stats {
 	uint64_t requests;

@@ -121,6 +121,7 @@ struct fs {
 	struct ev_timer commit_timer;
 	struct ev_timer tune_timer;
 	bool commit_running;
+	unsigned nwork; /* jobs on the worker pool whose completion has not run yet */
 	bool commit_again;
 	struct fs_waiter *commit_waiters;      /* answered by the running commit */
 	struct fs_waiter *commit_next_waiters; /* need a commit that starts later */

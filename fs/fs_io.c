@@ -856,6 +856,7 @@ static void flush_done(struct ev_work *w)
 	struct fs_waiter *wt = n->flush_waiters;
 	int rc = j->rc;
 
+	fs->nwork--;
 	struct fs_ext still_dirty;
 
 	/* What was written during the flush is still only in staging. */
@@ -969,6 +970,7 @@ void fs_flush_node(struct fs_node *n, struct fs_waiter *w)
 		w->next = n->flush_waiters;
 		n->flush_waiters = w;
 	}
+	fs->nwork++;
 	ev_work_submit(fs->pool, fs->loop, &j->w, flush_run, flush_done);
 }
 

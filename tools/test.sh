@@ -19,7 +19,7 @@ step "build (warnings are errors)"
 ninja -C build-ci
 
 step "tests"
-meson test -C build-ci --print-errorlogs --no-rebuild --num-processes 2
+meson test -C build-ci --print-errorlogs --no-rebuild --num-processes 2 --no-suite bench
 
 step "build with AddressSanitizer + UndefinedBehaviorSanitizer"
 [ -d build-asan ] || meson setup build-asan -Dwerror=true -Db_sanitize=address,undefined \
@@ -27,11 +27,19 @@ step "build with AddressSanitizer + UndefinedBehaviorSanitizer"
 ninja -C build-asan
 
 step "tests under ASan + UBSan"
-export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:halt_on_error=1
-export UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
+# Daemons detach from the terminal: sanitizer reports go to files, checked below.
+reports="$PWD/build-asan/sanitizer-report"
+rm -f "$reports".*
+export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:halt_on_error=1:log_path=$reports
+export UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1:log_path=$reports
 meson test -C build-asan --print-errorlogs --no-rebuild --num-processes 2 \
 	--suite unit --suite fuzz --suite integ
 unset ASAN_OPTIONS UBSAN_OPTIONS
+if compgen -G "$reports.*" >/dev/null; then
+	cat "$reports".*
+	echo "sanitizer reports above"
+	exit 1
+fi
 
 step "libFuzzer: ${fuzz_seconds}s per target"
 [ -d build-fuzz ] || CC=clang meson setup build-fuzz -Dfuzz=true -Db_lundef=false >/dev/null
