@@ -32,6 +32,7 @@
 #include <errno.h>
 #include <stdio.h>
 #include <fcntl.h>
+#include <sys/mman.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -71,6 +72,11 @@ static int ensure_staging(struct fs_node *n)
 
 	if (n->sfd >= 0)
 		return 0;
+	/* Staged bytes live in memory: they are chunked into the store within
+	 * FS_BG_FLUSH_BYTES and then punched out, so writing them to a disk
+	 * file first would only cost CPU and disk bandwidth for nothing. */
+	if ((n->sfd = memfd_create("p2pfs-staging", MFD_CLOEXEC)) >= 0)
+		return 0;
 	n->sfd = open(fs->staging_dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
 	if (n->sfd < 0 && (errno == EOPNOTSUPP || errno == EISDIR || errno == EINVAL)) {
 		char path[4096];
@@ -87,6 +93,32 @@ static int ensure_staging(struct fs_node *n)
 		return -err;
 	}
 	return 0;
+}
+
+/* Free the staged copies of @flushed bytes that are not in @keep (now in the store). */
+static void staging_punch(int fd, const struct fs_ext *flushed, const struct fs_ext *keep)
+{
+	size_t k = 0;
+
+	for (size_t i = 0; i < flushed->n; i++) {
+		uint64_t pos = flushed->r[i].start, end = flushed->r[i].end;
+
+		while (pos < end) {
+			uint64_t stop = end;
+
+			while (k < keep->n && keep->r[k].end <= pos)
+				k++;
+			if (k < keep->n && keep->r[k].start <= pos) {
+				pos = P2P_MIN(end, keep->r[k].end);
+				continue;
+			}
+			if (k < keep->n && keep->r[k].start < stop)
+				stop = keep->r[k].start;
+			(void)fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)pos,
+					(off_t)(stop - pos));
+			pos = stop;
+		}
+	}
 }
 
 /* ---- manifests ---- */
@@ -880,6 +912,9 @@ static void flush_done(struct ev_work *w)
 		n->content = j->content;
 		n->content_size = j->size;
 		n->mf_state = FS_MF_READY;
+		/* No staging read or write in flight: the flushed bytes can go. */
+		if (!n->busy && n->sfd >= 0)
+			staging_punch(n->sfd, &n->dirty, &still_dirty);
 		fs_ext_done(&n->dirty);
 		n->dirty = still_dirty;
 		n->is_dirty = n->dirty.n || n->meta_during_flush || n->size != j->size;
