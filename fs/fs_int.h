@@ -75,6 +75,8 @@ struct fs_node {
 	bool meta_during_flush;	      /* size/mtime changed while a flush ran */
 	int flush_err;		      /* last flush failed with this; cleared by new writes */
 	uint64_t written_since_flush; /* bytes written since the last flush started */
+	uint64_t ra_next;	      /* where the last read ended (sequential detection) */
+	uint64_t ra_done;	      /* chunks are being read ahead up to here */
 	bool flush_after_load;	      /* a flush is due once the chunk list is loaded */
 	uint64_t content_size;	      /* size of the committed version n->mf was loaded for */
 

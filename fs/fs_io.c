@@ -401,6 +401,8 @@ void fs_op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 
 /* ---- reads ---- */
 
+static void read_ahead(struct fs *fs, struct fs_node *n, uint64_t off, uint64_t end);
+
 struct rd;
 
 struct rd_piece {
@@ -615,8 +617,51 @@ void fs_op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct f
 		}
 		pos += p->len;
 	}
+	read_ahead(fs, n, (uint64_t)off, end);
 	if (--rd->pending == 0)
 		rd_finish(rd);
+}
+
+/* ---- read-ahead ---- */
+
+#define FS_PREFETCH_BYTES (16 * MiB)
+
+static void on_prefetch(void *arg, int rc, struct cs_buf *b)
+{
+	/* The chunk is now in the store's memory cache (or the read failed, and
+	 * the reader that needs it will see why). */
+	(void)arg;
+	(void)rc;
+	(void)b;
+}
+
+/*
+ * On sequential reads, start reading the next FS_PREFETCH_BYTES of chunks
+ * from the store, so the disk works on several chunks while FUSE copies
+ * this one. Random access starts nothing.
+ */
+static void read_ahead(struct fs *fs, struct fs_node *n, uint64_t off, uint64_t end)
+{
+	bool seq = off && off == n->ra_next;
+	uint64_t limit;
+
+	n->ra_next = end;
+	if (!seq || n->mf_state != FS_MF_READY)
+		return;
+	if (n->ra_done < end)
+		n->ra_done = end;
+	limit = P2P_MIN(n->mf.size, end + FS_PREFETCH_BYTES);
+	while (n->ra_done < limit) {
+		const struct mf_chunk *c = &n->mf.c[mf_find(&n->mf, n->ra_done)];
+		struct cs_buf *b = NULL;
+		int rc = cs_read(fs->cs, c->id, on_prefetch, NULL, &b);
+
+		if (rc == 1)
+			cs_buf_unref(b);
+		n->ra_done = c->off + c->len;
+		if (rc < 0)
+			break;
+	}
 }
 
 /* ---- writes ---- */
