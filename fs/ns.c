@@ -122,11 +122,26 @@ static size_t id_hash(const uint8_t *id)
 
 struct ns_entry *ns__entry_find(struct ns *ns, const uint8_t id[static NS_ID_LEN])
 {
-	struct ns_entry *e = ns->id_tab[id_hash(id) & ns->id_mask];
+	size_t h = id_hash(id) & ns->id_mask;
+	uint32_t ino;
 
-	while (e && memcmp(e->id, id, NS_ID_LEN))
-		e = e->id_next;
-	return e;
+	while ((ino = ns->id_tab[h])) {
+		struct ns_entry *e = ns->by_ino[ino - 1];
+
+		if (!memcmp(e->id, id, NS_ID_LEN))
+			return e;
+		h = (h + 1) & ns->id_mask;
+	}
+	return NULL;
+}
+
+static void id_slot_put(uint32_t *tab, size_t mask, const struct ns_entry *e)
+{
+	size_t h = id_hash(e->id) & mask;
+
+	while (tab[h])
+		h = (h + 1) & mask;
+	tab[h] = e->ino;
 }
 
 struct ns_entry *ns__entry_by_ino(struct ns *ns, uint64_t ino)
@@ -148,23 +163,16 @@ static int grow_tables(struct ns *ns)
 		ns->by_ino = nv;
 		ns->ino_cap = cap;
 	}
-	if (ns->nentries >= ns->id_mask + 1) {
+	if (ns->nentries >= UINT32_MAX - 1)
+		return -EMLINK;
+	if ((ns->nentries + 1) * 4 > (ns->id_mask + 1) * 3) {
 		size_t nmask = ns->id_mask * 2 + 1;
-		struct ns_entry **nt = calloc(nmask + 1, sizeof(*nt));
+		uint32_t *nt = calloc(nmask + 1, sizeof(*nt));
 
 		if (!nt)
 			return -ENOMEM;
-		for (size_t i = 0; i <= ns->id_mask; i++) {
-			struct ns_entry *e = ns->id_tab[i], *next;
-
-			for (; e; e = next) {
-				size_t b = id_hash(e->id) & nmask;
-
-				next = e->id_next;
-				e->id_next = nt[b];
-				nt[b] = e;
-			}
-		}
+		for (size_t i = 0; i < ns->nentries; i++)
+			id_slot_put(nt, nmask, ns->by_ino[i]);
 		ns->mem += (nmask - ns->id_mask) * sizeof(*nt);
 		free(ns->id_tab);
 		ns->id_tab = nt;
@@ -176,18 +184,15 @@ static int grow_tables(struct ns *ns)
 struct ns_entry *ns__entry_get(struct ns *ns, const uint8_t id[static NS_ID_LEN])
 {
 	struct ns_entry *e = ns__entry_find(ns, id);
-	size_t b;
 
 	if (e)
 		return e;
 	if (grow_tables(ns) < 0 || !(e = ns__calloc(ns, sizeof(*e))))
 		return NULL;
 	memcpy(e->id, id, NS_ID_LEN);
-	e->ino = ++ns->nentries;
+	e->ino = (uint32_t)++ns->nentries;
 	ns->by_ino[e->ino - 1] = e;
-	b = id_hash(id) & ns->id_mask;
-	e->id_next = ns->id_tab[b];
-	ns->id_tab[b] = e;
+	id_slot_put(ns->id_tab, ns->id_mask, e);
 	return e;
 }
 
@@ -256,31 +261,41 @@ static size_t name_hash(const struct ns_entry *parent, const char *name)
 
 struct ns_entry *ns__name_find(struct ns *ns, const struct ns_entry *parent, const char *name)
 {
-	struct ns_entry *e = ns->name_tab[name_hash(parent, name) & ns->name_mask];
+	size_t h = name_hash(parent, name) & ns->name_mask;
+	uint32_t ino;
 
-	for (; e; e = e->name_next)
+	while ((ino = ns->name_tab[h])) {
+		struct ns_entry *e = ns->by_ino[ino - 1];
+
 		if (e->lparent == parent && !strcmp(ns__vname(ns, e), name))
 			return e;
+		h = (h + 1) & ns->name_mask;
+	}
 	return NULL;
+}
+
+static size_t name_home(const struct ns *ns, const struct ns_entry *e, size_t mask)
+{
+	return name_hash(e->lparent, ns__vname(ns, e)) & mask;
 }
 
 static void name_tab_grow(struct ns *ns)
 {
 	size_t nmask = ns->name_mask * 2 + 1;
-	struct ns_entry **nt = calloc(nmask + 1, sizeof(*nt));
+	uint32_t *nt = calloc(nmask + 1, sizeof(*nt));
 
 	if (!nt)
-		return; /* longer chains; still correct */
+		return; /* fuller table: slower, still correct until it is full */
 	for (size_t i = 0; i <= ns->name_mask; i++) {
-		struct ns_entry *e = ns->name_tab[i], *next;
+		uint32_t ino = ns->name_tab[i];
+		size_t h;
 
-		for (; e; e = next) {
-			size_t b = name_hash(e->lparent, ns__vname(ns, e)) & nmask;
-
-			next = e->name_next;
-			e->name_next = nt[b];
-			nt[b] = e;
-		}
+		if (!ino)
+			continue;
+		h = name_home(ns, ns->by_ino[ino - 1], nmask);
+		while (nt[h])
+			h = (h + 1) & nmask;
+		nt[h] = ino;
 	}
 	ns->mem += (nmask - ns->name_mask) * sizeof(*nt);
 	free(ns->name_tab);
@@ -290,29 +305,43 @@ static void name_tab_grow(struct ns *ns)
 
 static void name_link(struct ns *ns, struct ns_entry *e)
 {
-	size_t b;
+	size_t h;
 
-	if (ns->nnames >= ns->name_mask + 1)
+	if ((ns->nnames + 1) * 4 > (ns->name_mask + 1) * 3)
 		name_tab_grow(ns);
-	b = name_hash(e->lparent, ns__vname(ns, e)) & ns->name_mask;
-	e->name_next = ns->name_tab[b];
-	ns->name_tab[b] = e;
+	if (ns->nnames >= ns->name_mask)
+		abort(); /* could not grow a full table: out of memory */
+	h = name_home(ns, e, ns->name_mask);
+	while (ns->name_tab[h])
+		h = (h + 1) & ns->name_mask;
+	ns->name_tab[h] = e->ino;
 	ns->nnames++;
 }
 
+/* Remove @e (under its current key) and shift the probe run back over the hole. */
 static void name_unlink(struct ns *ns, struct ns_entry *e)
 {
-	struct ns_entry **pp =
-	    &ns->name_tab[name_hash(e->lparent, ns__vname(ns, e)) & ns->name_mask];
+	size_t mask = ns->name_mask, i = name_home(ns, e, mask), j;
 
-	for (; *pp; pp = &(*pp)->name_next)
-		if (*pp == e) {
-			*pp = e->name_next;
-			e->name_next = NULL;
-			ns->nnames--;
-			return;
-		}
-	assert(!"entry missing from the name table");
+	while (ns->name_tab[i] != e->ino) {
+		assert(ns->name_tab[i]);
+		i = (i + 1) & mask;
+	}
+	for (j = i;;) {
+		size_t k;
+
+		j = (j + 1) & mask;
+		if (!ns->name_tab[j])
+			break;
+		k = name_home(ns, ns->by_ino[ns->name_tab[j] - 1], mask);
+		/* Move j back to i unless its home lies cyclically in (i, j]. */
+		if (i <= j ? (i < k && k <= j) : (i < k || k <= j))
+			continue;
+		ns->name_tab[i] = ns->name_tab[j];
+		i = j;
+	}
+	ns->name_tab[i] = 0;
+	ns->nnames--;
 }
 
 /* "stem<mid>.ext" within NS_NAME_MAX, keeping the extension when it is short. */
@@ -700,8 +729,33 @@ void ns__head_free(struct ns *ns, struct ns_head *h)
 	ns__free(ns, h->name);
 	ns__free(ns, h->xattrs);
 	ns__free(ns, h->vv);
-	ns__free(ns, h->sig);
 	memset(h, 0, sizeof(*h));
+}
+
+static size_t head_name_len(const struct ns_head *h)
+{
+	return strlen(h->name) + 1 + (h->type == NS_SYMLINK ? h->target_len + 1u : 0);
+}
+
+uint8_t *ns__head_sig(const struct ns_head *h)
+{
+	return h->has_sig ? (uint8_t *)h->name + head_name_len(h) : NULL;
+}
+
+void ns__head_drop_sig(struct ns *ns, struct ns_head *h)
+{
+	size_t nl;
+	char *s;
+
+	if (!h->has_sig)
+		return;
+	h->has_sig = 0;
+	nl = head_name_len(h);
+	if ((s = ns__alloc(ns, nl))) { /* else keep the longer allocation */
+		memcpy(s, h->name, nl);
+		ns__free(ns, h->name);
+		h->name = s;
+	}
 }
 
 void ns__heads_foreach(struct ns_entry *e, void (*fn)(struct ns_head *h, void *arg), void *arg)
@@ -822,7 +876,7 @@ static int copy_head(struct ns *ns, struct ns_head *dst, const struct ns_head *s
 
 	*dst = *src;
 	dst->vv = NULL;
-	dst->sig = NULL;
+	dst->has_sig = 0;
 	dst->xattrs = NULL;
 	if (!(dst->name = ns__alloc(ns, nl)))
 		return -ENOMEM;

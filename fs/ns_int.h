@@ -43,14 +43,14 @@ struct ns_head {
 	int64_t mtime;
 	uint64_t loc;		 /* COMMITTED: frame offset, NS_LOC_SNAP set for the snapshot */
 	struct ns_entry *parent; /* NULL only for the root */
-	char *name;		 /* name NUL, then for symlinks the target NUL */
-	uint8_t *xattrs;	 /* packed entries (ns_record.h), or NULL */
-	struct ns_vv *vv;	 /* NULL: just {writer: hlc} */
-	uint8_t *sig;		 /* received, not yet in the log: its signature (64 bytes) */
+	char *name; /* name NUL, then for symlinks the target NUL, then (has_sig) a signature */
+	uint8_t *xattrs;  /* packed entries (ns_record.h), or NULL */
+	struct ns_vv *vv; /* NULL: just {writer: hlc} */
 	uint32_t writer, mode, uid, gid;
 	uint32_t xattrs_len;
 	uint16_t xattr_n, target_len;
 	uint8_t type, deleted, kind, vv_n, state;
+	uint8_t has_sig; /* received, not yet in the log: its signature follows the name */
 	uint8_t content[CS_ID_LEN];
 };
 
@@ -72,14 +72,13 @@ struct ns_dir {
 
 struct ns_entry {
 	uint8_t id[NS_ID_LEN];
-	uint64_t ino;
+	uint32_t ino; /* 4 billion entries per share before the view refuses more */
+	uint8_t nmore;
+	uint8_t flags;
 	struct ns_head h;     /* the winner */
 	struct ns_head *more; /* the other heads */
 	struct ns_entry *lparent;
-	struct ns_entry *id_next, *name_next;
 	struct ns_dir *dir;
-	uint8_t nmore;
-	uint8_t flags;
 };
 
 struct ns_cname {
@@ -105,9 +104,10 @@ struct ns {
 	uint32_t *writer_tab; /* open addressing, index + 1 */
 	uint32_t writer_tab_mask;
 
-	struct ns_entry **id_tab; /* chained by id_next */
+	/* Open addressing with linear probing; slots hold ino (0: empty). */
+	uint32_t *id_tab;
 	size_t id_mask, nentries;
-	struct ns_entry **name_tab; /* chained by name_next */
+	uint32_t *name_tab; /* shown entries by (lparent, visible name); backward-shift delete */
 	size_t name_mask, nnames;
 	struct ns_entry **by_ino; /* ino - 1 -> entry */
 	size_t ino_cap;
@@ -157,6 +157,10 @@ const char *ns__vname(const struct ns *ns, const struct ns_entry *e);
 struct ns_entry *ns__name_find(struct ns *ns, const struct ns_entry *parent, const char *name);
 void ns__dir_sort(struct ns *ns, struct ns_entry *d);
 void ns__heads_foreach(struct ns_entry *e, void (*fn)(struct ns_head *h, void *arg), void *arg);
+/* The signature kept with a received record until it is in the log, or NULL. */
+uint8_t *ns__head_sig(const struct ns_head *h);
+/* Drop that signature (the record is durable now). */
+void ns__head_drop_sig(struct ns *ns, struct ns_head *h);
 
 /* ns_store.c */
 int ns__store_open(struct ns *ns, const char *dir);

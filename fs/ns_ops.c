@@ -416,7 +416,7 @@ static int commit_local(struct ns *ns, struct ns_entry *e, struct ns_head *nh)
 	nh->writer = ns->self;
 	nh->state = NS_H_PENDING;
 	nh->loc = 0;
-	nh->sig = NULL;
+	nh->has_sig = 0;
 	ns->st.pending++;
 	if ((rc = new_vv(ns, e, nh)) < 0) {
 		ns__head_free(ns, nh);
@@ -439,7 +439,7 @@ static int head_dup(struct ns *ns, const struct ns_entry *e, struct ns_head *dst
 	*dst = *src;
 	dst->vv = NULL;
 	dst->vv_n = 0;
-	dst->sig = NULL;
+	dst->has_sig = 0;
 	dst->xattrs = NULL;
 	dst->state = NS_H_NONE;
 	if (!(dst->name = ns__alloc(ns, nl)))
@@ -840,12 +840,22 @@ int ns_apply(struct ns *ns, const uint8_t *buf, size_t len)
 		return -ENOMEM;
 	if ((rc = ns__head_from_record(ns, &rec, &h)) < 0)
 		return rc;
-	/* The body is re-encoded canonically at commit; only the signature is kept. */
-	if (!(h.sig = ns__alloc(ns, NS_REC_SIG_LEN))) {
-		ns__head_free(ns, &h);
-		return -ENOMEM;
+	/* The body is re-encoded canonically at commit; only the signature is
+	 * kept, after the name, until then. */
+	{
+		size_t nl = strlen(h.name) + 1 + (h.type == NS_SYMLINK ? h.target_len + 1u : 0);
+		char *s = ns__alloc(ns, nl + NS_REC_SIG_LEN);
+
+		if (!s) {
+			ns__head_free(ns, &h);
+			return -ENOMEM;
+		}
+		memcpy(s, h.name, nl);
+		memcpy(s + nl, rec.sig, NS_REC_SIG_LEN);
+		ns__free(ns, h.name);
+		h.name = s;
+		h.has_sig = 1;
 	}
-	memcpy(h.sig, rec.sig, NS_REC_SIG_LEN);
 	h.state = NS_H_PENDING;
 	ns->st.pending++;
 	ns->in_apply = true;

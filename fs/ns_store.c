@@ -288,9 +288,9 @@ static int commit_add(struct ns_commit *c, struct ns_entry *e, struct ns_head *h
 	it->writer = h->writer;
 	it->off = (uint32_t)c->len;
 	it->len = (uint32_t)(FRAME_HDR + (size_t)body + NS_REC_SIG_LEN);
-	it->sign = !h->sig;
-	if (h->sig)
-		memcpy(c->buf + c->len + FRAME_HDR + body, h->sig, NS_REC_SIG_LEN);
+	it->sign = !h->has_sig;
+	if (h->has_sig)
+		memcpy(c->buf + c->len + FRAME_HDR + body, ns__head_sig(h), NS_REC_SIG_LEN);
 	c->len += it->len;
 	h->state = NS_H_COMMITTING;
 	c->ns->st.pending--;
@@ -391,8 +391,7 @@ void ns_commit_end(struct ns *ns, struct ns_commit *c, int rc)
 		if (rc == 0) {
 			h->state = NS_H_COMMITTED;
 			h->loc = c->at + it->off;
-			ns__free(ns, h->sig);
-			h->sig = NULL;
+			ns__head_drop_sig(ns, h);
 		} else {
 			h->state = NS_H_PENDING;
 			ns->st.pending++;
