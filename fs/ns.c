@@ -775,26 +775,63 @@ void ns__mark_pending(struct ns *ns, struct ns_entry *e)
 		e->flags |= NS_E_PENDQ;
 }
 
+static void copies_update(struct ns *ns, struct ns_entry *e, uint8_t (*old)[NS_ID_LEN],
+			  unsigned nold);
+
+/* A real record equal to a virtual conflict copy takes its place (same view). */
+static int upgrade_virtual(struct ns *ns, struct ns_head *h, struct ns_head *nh)
+{
+	if (h->state != NS_H_VIRTUAL || nh->state == NS_H_VIRTUAL || h->writer != nh->writer ||
+	    h->hlc != nh->hlc)
+		return 0;
+	h->state = nh->state;
+	h->loc = nh->loc;
+	if (nh->has_sig) {
+		char *t = h->name;
+
+		h->name = nh->name;
+		nh->name = t;
+		h->has_sig = 1;
+	}
+	nh->state = NS_H_NONE; /* its pending count moved to h */
+	ns__head_free(ns, nh);
+	return h->state == NS_H_PENDING ? 1 : 0;
+}
+
 int ns__merge(struct ns *ns, struct ns_entry *e, struct ns_head *nh)
 {
-	struct ns_head all[NS_VV_MAX * 4 + 2];
-	unsigned n = 0, keep = 0, best = 0;
+	struct ns_head all[NS_MAX_HEADS + 1];
+	uint8_t old_copies[NS_MAX_HEADS][NS_ID_LEN];
+	unsigned n = 0, keep = 0, best = 0, nold;
 	bool was_multi = e->nmore > 0;
 
 	if (has_head(e)) {
-		if (dominates(&e->h, nh))
-			goto ignore;
+		if (dominates(&e->h, nh)) {
+			int up = upgrade_virtual(ns, &e->h, nh);
+
+			if (!up)
+				ns__head_free(ns, nh);
+			return up;
+		}
 		for (unsigned i = 0; i < e->nmore; i++)
-			if (dominates(&e->more[i], nh))
-				goto ignore;
+			if (dominates(&e->more[i], nh)) {
+				int up = upgrade_virtual(ns, &e->more[i], nh);
+
+				if (!up)
+					ns__head_free(ns, nh);
+				return up;
+			}
 		if ((size_t)e->nmore + 2 > ARRAY_SIZE(all)) {
 			/* More concurrent versions than any real history makes: refuse. */
 			ns__head_free(ns, nh);
 			return -EMLINK;
 		}
 	}
-	if (nh->hlc > ns->hlc_last && nh->hlc < ns->hlc_last + (3600000ULL << 16))
+	/* The clock follows what it sees, except versions stamped more than an
+	 * hour ahead of our wall clock (a writer with a broken clock). */
+	if (nh->hlc > ns->hlc_last && (nh->hlc >> 16) < tm_real_ms() + 3600000)
 		ns->hlc_last = nh->hlc;
+	nold = ns__conflict_copies(ns, e, old_copies, NS_MAX_HEADS);
 	detach(ns, e);
 	if (has_head(e)) {
 		all[n++] = e->h;
@@ -843,18 +880,9 @@ int ns__merge(struct ns *ns, struct ns_entry *e, struct ns_head *nh)
 	attach(ns, e);
 	if (ns->broken.n)
 		recheck_broken(ns);
-	if (e->nmore) {
-		if (ns->loading) {
-			if (!(e->flags & NS_E_MULTI) && ns__ptrvec_push(&ns->multi, e) == 0)
-				e->flags |= NS_E_MULTI;
-		} else {
-			ns__materialize_conflicts(ns, e);
-		}
-	}
+	if (e->nmore || nold)
+		copies_update(ns, e, old_copies, nold);
 	return 1;
-ignore:
-	ns__head_free(ns, nh);
-	return 0;
 }
 
 /* ---- conflict copies (rule 2) ---- */
@@ -891,10 +919,37 @@ static int copy_head(struct ns *ns, struct ns_head *dst, const struct ns_head *s
 	return 0;
 }
 
-/* The copy of a losing head: derived only from the head, so every writer makes the same record. */
-static void materialize_one(struct ns *ns, struct ns_entry *e, const struct ns_head *loser)
+/* The id of the conflict copy of @loser, a losing head of @e: derived from both only. */
+static void copy_id(const struct ns *ns, const struct ns_entry *e, const struct ns_head *loser,
+		    uint8_t id[static NS_ID_LEN])
 {
-	uint8_t id[NS_ID_LEN], seed[NS_ID_LEN + NS_NODE_ID_LEN + 8];
+	uint8_t seed[NS_ID_LEN + NS_NODE_ID_LEN + 8];
+
+	memcpy(seed, e->id, NS_ID_LEN);
+	memcpy(seed + NS_ID_LEN, ns->writers[loser->writer], NS_NODE_ID_LEN);
+	for (int i = 0; i < 8; i++)
+		seed[NS_ID_LEN + NS_NODE_ID_LEN + i] = (uint8_t)(loser->hlc >> (56 - 8 * i));
+	crypto_generichash(id, NS_ID_LEN, seed, sizeof(seed), (const uint8_t *)"p2pfs-conflict",
+			   14);
+}
+
+unsigned ns__conflict_copies(struct ns *ns, struct ns_entry *e, uint8_t (*ids)[NS_ID_LEN],
+			     unsigned max)
+{
+	unsigned n = 0;
+
+	if (e == ns->root || !has_head(e))
+		return 0;
+	for (unsigned i = 0; i < e->nmore && n < max; i++)
+		if (!e->more[i].deleted && !same_content(&e->more[i], &e->h))
+			copy_id(ns, e, &e->more[i], ids[n++]);
+	return n;
+}
+
+/* Show the copy of @loser as a virtual entry (unless that entry has a record already). */
+static void virtual_add(struct ns *ns, struct ns_entry *e, const struct ns_head *loser)
+{
+	uint8_t id[NS_ID_LEN];
 	char mid[64], name[NS_NAME_MAX + 1];
 	struct ns_head nh;
 	struct ns_entry *c;
@@ -902,14 +957,9 @@ static void materialize_one(struct ns *ns, struct ns_entry *e, const struct ns_h
 	time_t secs = (time_t)((loser->hlc >> 16) / 1000);
 	size_t tl = loser->type == NS_SYMLINK ? loser->target_len + 1u : 0, nl;
 
-	memcpy(seed, e->id, NS_ID_LEN);
-	memcpy(seed + NS_ID_LEN, ns->writers[loser->writer], NS_NODE_ID_LEN);
-	for (int i = 0; i < 8; i++)
-		seed[NS_ID_LEN + NS_NODE_ID_LEN + i] = (uint8_t)(loser->hlc >> (56 - 8 * i));
-	crypto_generichash(id, sizeof(id), seed, sizeof(seed), (const uint8_t *)"p2pfs-conflict",
-			   14);
+	copy_id(ns, e, loser, id);
 	if ((c = ns__entry_find(ns, id)) && has_head(c))
-		return; /* made before (maybe edited or deleted since): never again */
+		return;
 	gmtime_r(&secs, &tm);
 	snprintf(mid, sizeof(mid), ".conflict-%02x%02x%02x%02x-%04d%02d%02d-%02d%02d%02d",
 		 ns->writers[loser->writer][0], ns->writers[loser->writer][1],
@@ -929,36 +979,65 @@ static void materialize_one(struct ns *ns, struct ns_entry *e, const struct ns_h
 		memcpy(nh.name + nl, loser->name + strlen(loser->name) + 1, tl);
 	nh.vv_n = 0;
 	nh.deleted = 0;
-	nh.state = NS_H_PENDING;
+	nh.state = NS_H_VIRTUAL;
 	nh.loc = 0;
-	ns->st.pending++;
 	if (!(c = ns__entry_get(ns, id))) {
 		ns__head_free(ns, &nh);
 		return;
 	}
-	if (ns__merge(ns, c, &nh) > 0)
-		ns__mark_pending(ns, c);
+	(void)ns__merge(ns, c, &nh);
 }
 
-void ns__materialize_conflicts(struct ns *ns, struct ns_entry *e)
+/* The conflict that called for copy @id is gone: a copy nobody made real goes too. */
+static void virtual_remove(struct ns *ns, const uint8_t id[static NS_ID_LEN])
 {
-	struct ns_head losers[NS_VV_MAX * 4 + 2];
-	unsigned n = 0;
+	struct ns_entry *c = ns__entry_find(ns, id);
 
-	if (!ns->writable || e == ns->root)
+	if (!c || c->h.state != NS_H_VIRTUAL || c->nmore)
 		return;
-	/* Copy first: materializing merges into other entries, which may not touch e. */
-	for (unsigned i = 0; i < e->nmore && n < ARRAY_SIZE(losers); i++)
-		if (!e->more[i].deleted && !same_content(&e->more[i], &e->h))
-			losers[n++] = e->more[i];
-	for (unsigned i = 0; i < n; i++) {
-		struct ns_head tmp;
+	detach(ns, c);
+	ns->st.records--;
+	ns__head_free(ns, &c->h);
+	if (ns->broken.n)
+		recheck_broken(ns);
+}
 
-		if (copy_head(ns, &tmp, &losers[i]) < 0)
-			continue;
-		materialize_one(ns, e, &tmp);
-		ns__free(ns, tmp.name);
-		ns__free(ns, tmp.xattrs);
+void ns__materialize(struct ns *ns, const uint8_t id[static NS_ID_LEN])
+{
+	struct ns_entry *c = ns__entry_find(ns, id);
+
+	if (!c || c->h.state != NS_H_VIRTUAL)
+		return;
+	c->h.state = NS_H_PENDING;
+	ns->st.pending++;
+	ns__mark_pending(ns, c);
+}
+
+/* After @e's heads changed: show the copies they call for, drop the ones they no longer do. */
+static void copies_update(struct ns *ns, struct ns_entry *e, uint8_t (*old)[NS_ID_LEN],
+			  unsigned nold)
+{
+	struct ns_head losers[NS_MAX_HEADS];
+	uint8_t ids[NS_MAX_HEADS][NS_ID_LEN];
+	unsigned n = ns__conflict_copies(ns, e, ids, NS_MAX_HEADS), k = 0;
+
+	/* Copy the losers first: adding copies merges into other entries. */
+	for (unsigned i = 0; i < e->nmore && k < n; i++)
+		if (!e->more[i].deleted && !same_content(&e->more[i], &e->h) &&
+		    copy_head(ns, &losers[k], &e->more[i]) == 0)
+			k++;
+	for (unsigned i = 0; i < k; i++) {
+		virtual_add(ns, e, &losers[i]);
+		ns__free(ns, losers[i].name);
+		ns__free(ns, losers[i].xattrs);
+	}
+	for (unsigned i = 0; i < nold; i++) {
+		bool still = false;
+
+		for (unsigned j = 0; j < n && !still; j++)
+			still = !memcmp(old[i], ids[j], NS_ID_LEN);
+		if (!still)
+			virtual_remove(ns, old[i]);
 	}
 }
 

@@ -28,9 +28,11 @@ enum ns_head_state {
 	NS_H_PENDING,	 /* local change, not yet signed and durable */
 	NS_H_COMMITTING, /* in a commit that is running */
 	NS_H_COMMITTED,	 /* durable in the log or snapshot at loc */
+	NS_H_VIRTUAL,	 /* a conflict copy derived from another entry's heads, not a record */
 };
 
 #define NS_LOC_SNAP (1ULL << 63)
+#define NS_MAX_HEADS (NS_VV_MAX * 4 + 1) /* concurrent versions of one entry kept */
 
 struct ns_vv {
 	uint32_t w; /* writer index */
@@ -68,7 +70,6 @@ struct ns_dir {
 #define NS_E_CONFLICT (1U << 1) /* shown under a conflict name (see ns->cnames) */
 #define NS_E_PENDQ (1U << 2)	/* on ns->pending */
 #define NS_E_SHOWN (1U << 3)	/* in the name table */
-#define NS_E_MULTI (1U << 4)	/* on ns->multi (load-time conflict pass) */
 
 struct ns_entry {
 	uint8_t id[NS_ID_LEN];
@@ -114,7 +115,7 @@ struct ns {
 	struct ns_cname *cnames[64]; /* conflict names, few */
 
 	struct ns_entry *root;
-	struct ns_ptrvec pending, broken, multi;
+	struct ns_ptrvec pending, broken;
 	bool loading, in_apply;
 	uint64_t hlc_last;
 
@@ -147,7 +148,11 @@ int ns__head_from_record(struct ns *ns, const struct ns_record *rec, struct ns_h
 /* Fill a record from a head (borrowing its strings) for encoding. */
 void ns__head_to_record(struct ns *ns, const struct ns_entry *e, const struct ns_head *h,
 			struct ns_record *rec);
-void ns__materialize_conflicts(struct ns *ns, struct ns_entry *e);
+/* Ids of the conflict copies @e's heads call for (ns.h rule 2); at most @max. */
+unsigned ns__conflict_copies(struct ns *ns, struct ns_entry *e, uint8_t (*ids)[NS_ID_LEN],
+			     unsigned max);
+/* Turn a virtual conflict copy into a real, pending record. */
+void ns__materialize(struct ns *ns, const uint8_t id[static NS_ID_LEN]);
 int ns__ptrvec_push(struct ns_ptrvec *v, struct ns_entry *e);
 void ns__mark_pending(struct ns *ns, struct ns_entry *e);
 bool ns__alive(const struct ns_entry *e);

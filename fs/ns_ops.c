@@ -73,14 +73,6 @@ int ns_open(const char *dir, const struct ns_open_opts *opts, struct ns **ret_ns
 	ns->loading = false;
 	if (rc < 0)
 		goto err;
-	/* Conflicts found while loading: make any copy that a crash lost. */
-	for (size_t i = 0; i < ns->multi.n; i++) {
-		ns->multi.v[i]->flags &= ~NS_E_MULTI;
-		if (ns->multi.v[i]->nmore)
-			ns__materialize_conflicts(ns, ns->multi.v[i]);
-	}
-	free(ns->multi.v);
-	ns->multi = (struct ns_ptrvec){ 0 };
 	*ret_ns = ns;
 	return 0;
 err:
@@ -122,7 +114,6 @@ void ns_close(struct ns *ns)
 	free(ns->writer_tab);
 	free(ns->pending.v);
 	free(ns->broken.v);
-	free(ns->multi.v);
 	free(ns->dir);
 	sodium_memzero(ns->share_sk, sizeof(ns->share_sk));
 	free(ns);
@@ -390,6 +381,12 @@ static int new_vv(struct ns *ns, struct ns_entry *e, struct ns_head *nh)
 		for (unsigned i = 0; i < e->nmore; i++)
 			vv_join_head(vv, &n, &e->more[i]);
 	}
+	/* A version is newer than everything it has seen, whatever the clocks say. */
+	for (unsigned i = 0; i < n; i++)
+		if (vv[i].hlc >= nh->hlc)
+			nh->hlc = vv[i].hlc + 1;
+	if (nh->hlc > ns->hlc_last)
+		ns->hlc_last = nh->hlc;
 	(void)vv_join_add(vv, &n, ns->self, nh->hlc);
 	if (n == 1) {
 		nh->vv = NULL;
@@ -418,6 +415,15 @@ static int commit_local(struct ns *ns, struct ns_entry *e, struct ns_head *nh)
 	nh->loc = 0;
 	nh->has_sig = 0;
 	ns->st.pending++;
+	if (e->nmore) {
+		/* This version supersedes concurrent ones: their copies become real
+		 * records now, as they stop following from the heads. */
+		uint8_t ids[NS_MAX_HEADS][NS_ID_LEN];
+		unsigned n = ns__conflict_copies(ns, e, ids, NS_MAX_HEADS);
+
+		for (unsigned i = 0; i < n; i++)
+			ns__materialize(ns, ids[i]);
+	}
 	if ((rc = new_vv(ns, e, nh)) < 0) {
 		ns__head_free(ns, nh);
 		return rc;
