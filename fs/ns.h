@@ -22,13 +22,16 @@
  *  2. One live head: that is the entry. Several heads (concurrent writes):
  *     the live head with the greatest (hlc, writer id) wins; deletions lose
  *     to live heads (nothing is silently lost). Every other live head whose
- *     content differs from the winner's yields a conflict copy: an entry
- *     whose id, name and record are derived deterministically from the
- *     losing head (same parent, name "stem.conflict-<writer8>-<UTC time>.ext",
- *     the loser's content, version vector {loser writer: loser hlc}). Nodes
- *     with the write key materialize the copy as a real signed record; as
- *     Ed25519 signatures are deterministic, every node produces the same
- *     bytes, so conflict copies never multiply.
+ *     content differs from the winner's is shown as a conflict copy: an
+ *     entry whose id, name and attributes are derived deterministically from
+ *     the losing head (same parent, name "stem.conflict-<writer8>-<UTC
+ *     time>.ext", the loser's content, version vector {loser writer: loser
+ *     hlc}). The copy is virtual (a function of the heads, identical on every
+ *     node, read-only members included) until a writer supersedes the
+ *     conflict with a new local version: then it becomes a real signed
+ *     record. Ed25519 signatures are deterministic, so every writer that
+ *     does this produces the same bytes and copies never multiply; a copy
+ *     edited or deleted is a record like any other.
  *  3. Two live entries with one (parent, name): the greatest (hlc, writer,
  *     id) keeps the name, the others are shown under a conflict name. New
  *     entries get ids derived from (parent id, name, type) so that the same
