@@ -221,7 +221,7 @@ static void cmd_status_reply(struct daemon *d, struct ctl_conn *c, bool json)
 			"\"corrupt_chunks\":%llu,\"pending_records\":%llu,\"open_files\":%llu,"
 			"\"dirty_files\":%llu,\"requests\":%llu,\"read_bytes\":%llu,"
 			"\"write_bytes\":%llu,\"commits\":%llu,\"index_mem\":%llu,"
-			"\"namespace_mem\":%llu}",
+			"\"namespace_mem\":%llu,\"read_waits\":%llu}",
 			node, share, d->share.writable ? "true" : "false", (unsigned long long)up,
 			(unsigned long long)ns.files, (unsigned long long)ns.dirs,
 			(unsigned long long)ns.symlinks, (unsigned long long)ns.bytes,
@@ -234,7 +234,7 @@ static void cmd_status_reply(struct daemon *d, struct ctl_conn *c, bool json)
 			(unsigned long long)fs.dirty_files, (unsigned long long)fs.requests,
 			(unsigned long long)fs.read_bytes, (unsigned long long)fs.write_bytes,
 			(unsigned long long)fs.commits, (unsigned long long)cs.index_mem,
-			(unsigned long long)ns.mem_bytes);
+			(unsigned long long)ns.mem_bytes, (unsigned long long)fs.read_waits);
 		fclose(f);
 		ctl_printf(c, "%s", buf);
 		free(buf);

@@ -69,6 +69,7 @@ struct fs_stats {
 	uint64_t commits, fsyncs;
 	uint64_t open_files, dirty_files;
 	uint64_t read_errors;
+	uint64_t read_waits; /* chunk pieces a read had to wait for (not in memory) */
 };
 
 void fs_get_stats(struct fs *fs, struct fs_stats *ret_stats);

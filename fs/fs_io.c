@@ -610,6 +610,7 @@ void fs_op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct f
 				p->buf = b;
 			} else if (rc == 0) {
 				rd->pending++;
+				fs->st.read_waits++;
 			} else {
 				rd_fail(p, rc);
 				break;
