@@ -33,6 +33,7 @@ void cfg_init(struct cfg *c)
 	c->writeback_cache = true;
 	c->read_ahead_kb = 4096;
 	c->commit_ms = 1000;
+	c->lan = true;
 }
 
 void cfg_done(struct cfg *c)
@@ -148,6 +149,15 @@ int cfg_set(struct cfg *c, const char *key, const char *v, const char *where)
 		rc = add_addr(c->listen, &c->nlisten, v, where, key);
 	} else if (!strcmp(key, "bootstrap")) {
 		rc = add_addr(c->bootstrap, &c->nbootstrap, v, where, key);
+	} else if (!strcmp(key, "lan-discovery") || !strcmp(key, "lan_discovery")) {
+		if ((rc = parse_bool(v, &c->lan)) < 0)
+			cli_err("%s: lan-discovery '%s': use yes or no", where, v);
+	} else if (!strcmp(key, "dht-provider-ttl") || !strcmp(key, "dht_provider_ttl")) {
+		if ((rc = parse_uint(v, 7 * 24 * 3600, &c->provider_ttl_s)) < 0 ||
+		    c->provider_ttl_s < 10) {
+			cli_err("%s: dht-provider-ttl '%s' must be 10..604800 seconds", where, v);
+			rc = -EINVAL;
+		}
 	} else {
 		cli_err("%s: unknown setting '%s'", where, key);
 		rc = -EINVAL;

@@ -147,7 +147,8 @@ static int check_mountpoint(const char *arg, char **ret_real)
 		if (!strcmp(type, "fuse.p2pfs") &&
 		    getxattr(real, "user.p2pfs.state", probe, sizeof(probe)) < 0 &&
 		    (errno == ENOTCONN || errno == ECONNABORTED) && remove_stale_mount(real) == 0) {
-			fprintf(stderr, "p2pfs: removed the stale mount at %s (its daemon had stopped)\n",
+			fprintf(stderr,
+				"p2pfs: removed the stale mount at %s (its daemon had stopped)\n",
 				real);
 			free(type);
 			free(real);
@@ -241,6 +242,53 @@ static int wait_ready(int fd, const char *state_dir)
 	}
 }
 
+int cli_start_daemon(struct cfg *cfg, const char *what)
+{
+	int rc, lock_fd, pipefd[2];
+	pid_t pid;
+
+	if ((lock_fd = daemon_lock_state(cfg->state_dir, &rc)) < 0)
+		return rc;
+	if (cfg->foreground)
+		return daemon_run(cfg, lock_fd, -1);
+	if (pipe2(pipefd, O_CLOEXEC) < 0) {
+		cli_err("pipe: %s", strerror(errno));
+		close(lock_fd);
+		return EXIT_FAIL;
+	}
+	fflush(NULL);
+	pid = fork();
+	if (pid < 0) {
+		cli_err("fork: %s", strerror(errno));
+		close(lock_fd);
+		return EXIT_FAIL;
+	}
+	if (pid == 0) {
+		int null = open("/dev/null", O_RDWR | O_CLOEXEC);
+
+		close(pipefd[0]);
+		setsid();
+		if (chdir("/") < 0)
+			_exit(EXIT_FAIL);
+		if (null >= 0) {
+			dup2(null, 0);
+			dup2(null, 1);
+			close(null);
+		}
+		dup2(pipefd[1], 2);
+		_exit(daemon_run(cfg, lock_fd, pipefd[1]));
+	}
+	close(pipefd[1]);
+	close(lock_fd);
+	rc = wait_ready(pipefd[0], cfg->state_dir);
+	close(pipefd[0]);
+	if (rc == EXIT_OK)
+		printf("p2pfs: %s\n", what);
+	else
+		waitpid(pid, NULL, WNOHANG);
+	return rc;
+}
+
 int cmd_mount(int argc, char **argv)
 {
 	static const struct option opts[] = {
@@ -262,8 +310,7 @@ int cmd_mount(int argc, char **argv)
 	const char *state_opt = NULL;
 	bool foreground = false, debug = false;
 	struct cfg cfg;
-	int c, rc, lock_fd, pipefd[2];
-	pid_t pid;
+	int c, rc;
 
 	optind = 1;
 	while ((c = getopt_long(argc, argv, "fh", opts, NULL)) != -1) {
@@ -342,48 +389,13 @@ int cmd_mount(int argc, char **argv)
 			rc = EXIT_USAGE;
 			goto out;
 		}
-	if ((lock_fd = daemon_lock_state(cfg.state_dir, &rc)) < 0)
-		goto out;
-	if (foreground) {
-		rc = daemon_run(&cfg, lock_fd, -1);
-		goto out;
-	}
-	if (pipe2(pipefd, O_CLOEXEC) < 0) {
-		cli_err("pipe: %s", strerror(errno));
-		close(lock_fd);
-		rc = EXIT_FAIL;
-		goto out;
-	}
-	fflush(NULL);
-	pid = fork();
-	if (pid < 0) {
-		cli_err("fork: %s", strerror(errno));
-		rc = EXIT_FAIL;
-		goto out;
-	}
-	if (pid == 0) {
-		int null = open("/dev/null", O_RDWR | O_CLOEXEC);
+	{
+		char what[4200];
 
-		close(pipefd[0]);
-		setsid();
-		if (chdir("/") < 0)
-			_exit(EXIT_FAIL);
-		if (null >= 0) {
-			dup2(null, 0);
-			dup2(null, 1);
-			close(null);
-		}
-		dup2(pipefd[1], 2);
-		_exit(daemon_run(&cfg, lock_fd, pipefd[1]));
+		snprintf(what, sizeof(what), "mounted %s (state %s)", cfg.mountpoint,
+			 cfg.state_dir);
+		rc = cli_start_daemon(&cfg, what);
 	}
-	close(pipefd[1]);
-	close(lock_fd);
-	rc = wait_ready(pipefd[0], cfg.state_dir);
-	close(pipefd[0]);
-	if (rc == EXIT_OK)
-		printf("p2pfs: mounted %s (state %s)\n", cfg.mountpoint, cfg.state_dir);
-	else
-		waitpid(pid, NULL, WNOHANG);
 out:
 	cfg_done(&cfg);
 	return rc;

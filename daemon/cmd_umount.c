@@ -30,8 +30,7 @@ static void help(FILE *f)
 		   "  -h, --help   this text\n");
 }
 
-/* Wait until the daemon releases its state lock (it has exited). */
-static int wait_exit(const char *state_dir)
+int cli_wait_exit(const char *state_dir)
 {
 	char *path = cfg_path(state_dir, "lock");
 	uint64_t t0 = tm_mono_ms();
@@ -121,7 +120,7 @@ int cmd_umount(int argc, char **argv)
 	}
 	rc = ctl_call(state, lazy ? 2 : 1, req, false);
 	if (rc == EXIT_OK)
-		rc = wait_exit(state);
+		rc = cli_wait_exit(state);
 	free(state);
 	return rc;
 }

@@ -45,6 +45,9 @@ struct cfg {
 	unsigned nlisten;
 	char *bootstrap[CFG_MAX_ADDRS];
 	unsigned nbootstrap;
+	bool node_only;		 /* `p2pfs node`: the DHT, no mount */
+	bool lan;		 /* LAN discovery by multicast */
+	unsigned provider_ttl_s; /* DHT provider records; 0: 24 h */
 };
 
 /* cfg.c */
@@ -73,6 +76,11 @@ char *cli_state_of_mount(const char *mountpoint, int *ret_err);
  * NULL if a given mount point is not a p2pfs mount.
  */
 char *cli_pick_state(const char *state_opt, const char *mountpoint);
+/* Wait (bounded) until the daemon of @state_dir has released its lock. */
+int cli_wait_exit(const char *state_dir);
+/* Lock @cfg->state_dir and run the daemon: in the foreground, or forked into
+ * the background returning once it is ready. Prints "p2pfs: @what". */
+int cli_start_daemon(struct cfg *cfg, const char *what);
 bool cli_is_tty(FILE *f);
 
 /*
@@ -119,6 +127,9 @@ int cmd_mount(int argc, char **argv);
 int cmd_umount(int argc, char **argv);
 int cmd_status(int argc, char **argv);
 int cmd_scrub(int argc, char **argv);
+int cmd_node(int argc, char **argv);
+int cmd_stop(int argc, char **argv);
+int cmd_dht(int argc, char **argv);
 int cmd_sync(int argc, char **argv);
 
 #endif

@@ -19,6 +19,7 @@
 #include "daemon/share.h"
 #include "fs/fs.h"
 #include "fs/ns.h"
+#include "net/dht_node.h"
 #include "net/ident.h"
 
 #include <errno.h>
@@ -29,6 +30,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sodium.h>
 #include <sys/signalfd.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -63,6 +65,15 @@ struct daemon {
 	struct ev_timer exit_timer;
 	unsigned exit_waits;
 	struct scrub_job *scrub;
+	struct dht_node *dn;
+	struct dht_req *dht_reqs; /* lookups asked for over the control socket */
+};
+
+struct dht_req {
+	struct daemon *d;
+	struct ctl_conn *c;
+	struct dht_req *next;
+	bool providers;
 };
 
 static void ready_reply(struct daemon *d, const char *line)
@@ -135,6 +146,18 @@ static void begin_shutdown(struct daemon *d, bool lazy, const char *why)
 	if (d->stopping)
 		return;
 	d->stopping = true;
+	if (d->cfg->node_only) {
+		log_notice("stopping (%s)", why);
+		d->stopped_cleanly = true;
+		if (d->umount_conn) {
+			ctl_end(d->umount_conn, 0, NULL);
+			d->umount_conn = NULL;
+			if (ev_timer_start(d->loop, &d->exit_timer, 20) == 0)
+				return;
+		}
+		ev_loop_stop(d->loop);
+		return;
+	}
 	log_notice("unmounting %s (%s)", d->cfg->mountpoint, why);
 	fs_shutdown(d->fs, lazy, shutdown_done, d);
 }
@@ -182,6 +205,90 @@ static void json_str(FILE *f, const char *s)
 	fputc('"', f);
 }
 
+/* The DHT part of status: JSON members (after a comma) or text lines. */
+static void dht_status(struct daemon *d, struct ctl_conn *c, FILE *json)
+{
+	struct dht_stats st;
+	char a[32], b[32], ranges[512] = "";
+	size_t off = 0;
+
+	if (!d->dn)
+		return;
+	dht_get_stats(dht_node_dht(d->dn), &st);
+	/* Contacts per bucket, as prefix ranges: "0-4:100 5:18 6:9 ..." */
+	for (unsigned p = 0; p < 256 && off < sizeof(ranges) - 16; p++) {
+		size_t n = dht_bucket_size(dht_node_dht(d->dn), p);
+
+		if (n)
+			off += (size_t)snprintf(ranges + off, sizeof(ranges) - off, "%s%u:%zu",
+						off ? " " : "", p, n);
+	}
+	if (json) {
+		fprintf(json,
+			",\"dht\":{\"listen\":\"%s\",\"contacts\":%zu,\"replacements\":%zu,"
+			"\"buckets\":\"%s\",\"msgs_in\":%llu,\"msgs_out\":%llu,\"bytes_in\":%llu,"
+			"\"bytes_out\":%llu,\"timeouts\":%llu,\"dropped\":%llu,"
+			"\"provider_keys\":%zu,\"provider_records\":%zu,\"lookups\":%zu,"
+			"\"lan_heard\":%llu,\"mem_bytes\":%zu}",
+			dht_node_listen_str(d->dn), st.contacts, st.replacements, ranges,
+			(unsigned long long)st.msgs_in, (unsigned long long)st.msgs_out,
+			(unsigned long long)st.bytes_in, (unsigned long long)st.bytes_out,
+			(unsigned long long)st.timeouts,
+			(unsigned long long)(st.dropped_malformed + st.dropped_rate +
+					     st.dropped_token),
+			st.provider_keys, st.provider_records, st.lookups_running,
+			(unsigned long long)dht_node_lan_heard(d->dn), st.mem_bytes);
+		return;
+	}
+	ctl_printf(c, "dht listen:    %s (udp)", dht_node_listen_str(d->dn));
+	ctl_printf(c, "dht peers:     %zu contacts (+%zu waiting), %llu heard on the LAN",
+		   st.contacts, st.replacements, (unsigned long long)dht_node_lan_heard(d->dn));
+	ctl_printf(c, "dht buckets:   %s", *ranges ? ranges : "(empty)");
+	ctl_printf(c,
+		   "dht traffic:   %llu msgs in (%s), %llu out (%s), %llu timeouts, %llu dropped",
+		   (unsigned long long)st.msgs_in, p2p_fmt_size(a, sizeof(a), st.bytes_in),
+		   (unsigned long long)st.msgs_out, p2p_fmt_size(b, sizeof(b), st.bytes_out),
+		   (unsigned long long)st.timeouts,
+		   (unsigned long long)(st.dropped_malformed + st.dropped_rate + st.dropped_token));
+	ctl_printf(c, "dht records:   %zu keys, %zu provider records stored for others",
+		   st.provider_keys, st.provider_records);
+}
+
+static void node_status_reply(struct daemon *d, struct ctl_conn *c, bool json)
+{
+	char node[65];
+	uint64_t up = (tm_mono_ms() - d->start_ms) / 1000;
+
+	p2p_hex(node, d->node_id, 32);
+	if (json) {
+		char *buf = NULL;
+		size_t len = 0;
+		FILE *f = open_memstream(&buf, &len);
+
+		if (!f) {
+			ctl_end(c, EXIT_FAIL, "out of memory");
+			return;
+		}
+		fprintf(f, "{\"version\":\"%s\",\"pid\":%d,\"mode\":\"node\",\"state_dir\":",
+			P2PFS_VERSION, getpid());
+		json_str(f, d->cfg->state_dir);
+		fprintf(f, ",\"node_id\":\"%s\",\"uptime_s\":%llu", node, (unsigned long long)up);
+		dht_status(d, c, f);
+		fprintf(f, "}");
+		fclose(f);
+		ctl_printf(c, "%s", buf);
+		free(buf);
+		ctl_end(c, 0, NULL);
+		return;
+	}
+	ctl_printf(c, "mode:          DHT node (no mount)");
+	ctl_printf(c, "state dir:     %s", d->cfg->state_dir);
+	ctl_printf(c, "node id:       %s", node);
+	ctl_printf(c, "uptime:        %llus", (unsigned long long)up);
+	dht_status(d, c, NULL);
+	ctl_end(c, 0, NULL);
+}
+
 static void cmd_status_reply(struct daemon *d, struct ctl_conn *c, bool json)
 {
 	struct cs_stats cs;
@@ -191,6 +298,10 @@ static void cmd_status_reply(struct daemon *d, struct ctl_conn *c, bool json)
 	uint64_t up = (tm_mono_ms() - d->start_ms) / 1000;
 	double dedup;
 
+	if (d->cfg->node_only) {
+		node_status_reply(d, c, json);
+		return;
+	}
 	cs_store_stats(d->cs, &cs);
 	ns_get_stats(d->ns, &ns);
 	fs_get_stats(d->fs, &fs);
@@ -221,7 +332,7 @@ static void cmd_status_reply(struct daemon *d, struct ctl_conn *c, bool json)
 			"\"corrupt_chunks\":%llu,\"pending_records\":%llu,\"open_files\":%llu,"
 			"\"dirty_files\":%llu,\"requests\":%llu,\"read_bytes\":%llu,"
 			"\"write_bytes\":%llu,\"commits\":%llu,\"index_mem\":%llu,"
-			"\"namespace_mem\":%llu,\"read_waits\":%llu}",
+			"\"namespace_mem\":%llu,\"read_waits\":%llu",
 			node, share, d->share.writable ? "true" : "false", (unsigned long long)up,
 			(unsigned long long)ns.files, (unsigned long long)ns.dirs,
 			(unsigned long long)ns.symlinks, (unsigned long long)ns.bytes,
@@ -235,6 +346,8 @@ static void cmd_status_reply(struct daemon *d, struct ctl_conn *c, bool json)
 			(unsigned long long)fs.read_bytes, (unsigned long long)fs.write_bytes,
 			(unsigned long long)fs.commits, (unsigned long long)cs.index_mem,
 			(unsigned long long)ns.mem_bytes, (unsigned long long)fs.read_waits);
+		dht_status(d, c, f);
+		fprintf(f, "}");
 		fclose(f);
 		ctl_printf(c, "%s", buf);
 		free(buf);
@@ -272,6 +385,7 @@ static void cmd_status_reply(struct daemon *d, struct ctl_conn *c, bool json)
 	ctl_printf(c, "memory:        index %s, namespace %s",
 		   p2p_fmt_size(a, sizeof(a), cs.index_mem),
 		   p2p_fmt_size(e, sizeof(e), ns.mem_bytes));
+	dht_status(d, c, NULL);
 	ctl_end(c, 0, NULL);
 }
 
@@ -400,6 +514,103 @@ static void sync_done(void *arg, int rc)
 		ctl_end(c, 0, NULL);
 }
 
+/* ---- DHT requests from `p2pfs dht` ---- */
+
+static void dht_req_unlink(struct daemon *d, struct dht_req *q)
+{
+	for (struct dht_req **pp = &d->dht_reqs; *pp; pp = &(*pp)->next)
+		if (*pp == q) {
+			*pp = q->next;
+			return;
+		}
+}
+
+static void dht_req_done(void *arg, const struct dht_result *r)
+{
+	struct dht_req *q = arg;
+	struct ctl_conn *c = q->c;
+	char hex[65], addr[64];
+
+	dht_req_unlink(q->d, q);
+	for (size_t i = 0; i < r->nproviders; i++) {
+		p2p_hex(hex, r->providers[i].id, 32);
+		dht_addr_str(&r->providers[i].addr, addr, sizeof(addr));
+		ctl_printf(c, "provider %s %s", hex, addr);
+	}
+	for (size_t i = 0; i < r->nclosest && (!q->providers || i < 3); i++) {
+		p2p_hex(hex, r->closest[i].id, 32);
+		dht_addr_str(&r->closest[i].addr, addr, sizeof(addr));
+		ctl_printf(c, "node %s %s", hex, addr);
+	}
+	ctl_printf(c, "took %u hops, %u requests, %u replies, %llu ms", r->hops, r->queries,
+		   r->answers, (unsigned long long)r->elapsed_ms);
+	if (r->rc == -ETIMEDOUT)
+		ctl_end(c, EXIT_FAIL, "no node answered (is the node connected? see p2pfs status)");
+	else if (q->providers && !r->nproviders)
+		ctl_end(c, EXIT_FAIL, "no providers found");
+	else
+		ctl_end(c, 0, NULL);
+	free(q);
+}
+
+/* A 64-hex-digit id, or any other text: its SHA-256. */
+static void parse_key(const char *s, uint8_t out[static 32])
+{
+	if (strlen(s) == 64 && sodium_hex2bin(out, 32, s, 64, NULL, NULL, NULL) == 0)
+		return;
+	crypto_hash_sha256(out, (const uint8_t *)s, strlen(s));
+}
+
+static void dht_request(struct daemon *d, struct ctl_conn *c, int argc, char **argv)
+{
+	struct dht *dht = d->dn ? dht_node_dht(d->dn) : NULL;
+	uint64_t now = dht_node_now(d->dn);
+	struct dht_req *q;
+	uint8_t key[32];
+	int rc;
+
+	if (!dht) {
+		ctl_end(c, EXIT_FAIL, "this daemon runs no DHT");
+		return;
+	}
+	if (argc == 3 && !strcmp(argv[1], "bootstrap")) {
+		rc = dht_node_bootstrap(d->dn, argv[2]);
+		if (rc < 0)
+			ctl_end(c, EXIT_FAIL, "bootstrap %s: %s", argv[2], strerror(-rc));
+		else
+			ctl_end(c, 0, NULL);
+		return;
+	}
+	if (argc != 3 || (strcmp(argv[1], "find-node") && strcmp(argv[1], "provide") &&
+			  strcmp(argv[1], "providers"))) {
+		ctl_end(c, EXIT_USAGE,
+			"dht: find-node ID | provide KEY | providers KEY | bootstrap ADDR");
+		return;
+	}
+	if (!(q = calloc(1, sizeof(*q)))) {
+		ctl_end(c, EXIT_FAIL, "out of memory");
+		return;
+	}
+	q->d = d;
+	q->c = c;
+	q->providers = !strcmp(argv[1], "providers");
+	parse_key(argv[2], key);
+	if (!strcmp(argv[1], "find-node"))
+		rc = dht_find_node(dht, now, key, dht_req_done, q);
+	else if (q->providers)
+		rc = dht_get_providers(dht, now, key, dht_req_done, q);
+	else
+		rc = dht_add_provider(dht, now, key, 0, dht_req_done, q);
+	if (rc < 0) {
+		free(q);
+		ctl_end(c, EXIT_FAIL, "cannot start the lookup: %s", strerror(-rc));
+		return;
+	}
+	q->next = d->dht_reqs;
+	d->dht_reqs = q;
+	dht_node_kick(d->dn);
+}
+
 static void on_ctl(void *arg, struct ctl_conn *c, int argc, char **argv)
 {
 	struct daemon *d = arg;
@@ -415,6 +626,10 @@ static void on_ctl(void *arg, struct ctl_conn *c, int argc, char **argv)
 		}
 		d->umount_conn = c;
 		begin_shutdown(d, lazy, "p2pfs umount");
+	} else if (!strcmp(argv[0], "dht")) {
+		dht_request(d, c, argc, argv);
+	} else if (d->cfg->node_only && (!strcmp(argv[0], "scrub") || !strcmp(argv[0], "sync"))) {
+		ctl_end(c, EXIT_USAGE, "a DHT node has no mount to %s", argv[0]);
 	} else if (!strcmp(argv[0], "scrub")) {
 		start_scrub(d, c);
 	} else if (!strcmp(argv[0], "sync")) {
@@ -500,6 +715,75 @@ static int setup_signals(struct daemon *d)
 		return -errno;
 	ev_op_init(&d->sig_op, on_signal);
 	return ev_read(d->loop, &d->sig_op, d->sig_fd, &d->si, sizeof(d->si), 0);
+}
+
+/* The DHT on its UDP socket, with the saved routing table and the bootstrap nodes. */
+static int open_dht(struct daemon *d)
+{
+	struct cfg *cfg = d->cfg;
+	struct dht_node_opts o = { .id = d->node_id, .lan = cfg->lan };
+	char *table = cfg_path(cfg->state_dir, "dht.table");
+	int rc;
+
+	if (!table)
+		return -ENOMEM;
+	o.listen = cfg->nlisten ? cfg->listen[0] : NULL;
+	o.table_path = table;
+	o.provider_ttl_ms = (uint64_t)cfg->provider_ttl_s * 1000;
+	rc = dht_node_new(d->loop, &o, &d->dn);
+	free(table);
+	if (rc < 0) {
+		cli_err("cannot start the DHT on %s: %s", o.listen ? o.listen : "the default port",
+			strerror(-rc));
+		return rc;
+	}
+	for (unsigned i = 0; i < cfg->nbootstrap; i++)
+		if ((rc = dht_node_bootstrap(d->dn, cfg->bootstrap[i])) < 0)
+			log_warn("bootstrap node %s: %s", cfg->bootstrap[i], strerror(-rc));
+	return 0;
+}
+
+/* `p2pfs node`: identity, control socket and the DHT; no store, no mount. */
+static int open_node(struct daemon *d)
+{
+	char *ctlp = NULL;
+	int rc;
+
+	if ((rc = block_signals()) < 0)
+		return rc;
+	if ((rc = peer_ident_load(d->cfg->state_dir, 0, &d->ident)) < 0) {
+		cli_err_path(rc, "cannot load or create the node identity in", d->cfg->state_dir);
+		return rc;
+	}
+	memcpy(d->node_id, peer_ident_id(d->ident), 32);
+	if (!(ctlp = cfg_path(d->cfg->state_dir, "ctl.sock")))
+		return -ENOMEM;
+	if ((rc = ev_loop_new(1024, &d->loop)) < 0) {
+		cli_err("cannot set up io_uring: %s (is io_uring disabled? see "
+			"/proc/sys/kernel/io_uring_disabled)",
+			strerror(-rc));
+		goto out;
+	}
+	if ((rc = ctl_server_new(d->loop, ctlp, on_ctl, d, &d->ctl)) < 0) {
+		cli_err("cannot create the control socket %s: %s", ctlp, strerror(-rc));
+		goto out;
+	}
+	if ((rc = setup_signals(d)) < 0 || (rc = open_dht(d)) < 0)
+		goto out;
+	log_notice("DHT node listening on %s (state %s)", dht_node_listen_str(d->dn),
+		   d->cfg->state_dir);
+	ready_reply(d, "\001ok\n");
+	if (!d->cfg->foreground) {
+		int fd = open("/dev/null", O_RDWR | O_CLOEXEC);
+
+		if (fd >= 0) {
+			dup2(fd, 2);
+			close(fd);
+		}
+	}
+out:
+	free(ctlp);
+	return rc;
 }
 
 static int open_all(struct daemon *d)
@@ -589,7 +873,7 @@ static int open_all(struct daemon *d)
 		cli_err("cannot create the control socket %s: %s", ctlp, strerror(-rc));
 		goto out;
 	}
-	if ((rc = setup_signals(d)) < 0)
+	if ((rc = setup_signals(d)) < 0 || (rc = open_dht(d)) < 0)
 		goto out;
 	if ((rc = fs_mount(d->fs)) < 0)
 		cli_err("cannot mount %s (see the messages above)", cfg->mountpoint);
@@ -606,6 +890,13 @@ static void close_all(struct daemon *d)
 	int rc;
 
 	ctl_server_free(d->ctl);
+	dht_node_free(d->dn);
+	while (d->dht_reqs) {
+		struct dht_req *q = d->dht_reqs;
+
+		d->dht_reqs = q->next;
+		free(q);
+	}
 	/* Let cancellations complete before the loop goes. */
 	for (int i = 0; i < 50 && d->loop && ev_loop_inflight(d->loop) > 1; i++)
 		if (ev_loop_run_once(d->loop, 20) < 0)
@@ -670,7 +961,9 @@ int daemon_lock_state(const char *state_dir, int *ret_exit)
 static void write_lock_info(int fd, const char *mountpoint)
 {
 	char buf[4200];
-	int n = snprintf(buf, sizeof(buf), "pid %d, mounted at %s\n", getpid(), mountpoint);
+	int n = mountpoint
+		    ? snprintf(buf, sizeof(buf), "pid %d, mounted at %s\n", getpid(), mountpoint)
+		    : snprintf(buf, sizeof(buf), "pid %d, DHT node\n", getpid());
 
 	if (ftruncate(fd, 0) == 0)
 		(void)!pwrite(fd, buf, (size_t)n, 0);
@@ -687,9 +980,12 @@ int daemon_run(struct cfg *cfg, int lock_fd, int ready_fd)
 		log_set_fd(2);
 	write_lock_info(lock_fd, cfg->mountpoint);
 	ev_timer_init(&d.exit_timer, on_exit_timer);
-	log_notice("p2pfs %s starting: mount %s, state %s", P2PFS_VERSION, cfg->mountpoint,
-		   cfg->state_dir);
-	if ((rc = open_all(&d)) < 0) {
+	if (cfg->node_only)
+		log_notice("p2pfs %s starting: DHT node, state %s", P2PFS_VERSION, cfg->state_dir);
+	else
+		log_notice("p2pfs %s starting: mount %s, state %s", P2PFS_VERSION, cfg->mountpoint,
+			   cfg->state_dir);
+	if ((rc = cfg->node_only ? open_node(&d) : open_all(&d)) < 0) {
 		char line[64];
 
 		snprintf(line, sizeof(line), "\001exit %d\n",

@@ -458,7 +458,7 @@ void ns__dir_sort(struct ns *ns, struct ns_entry *d)
 	(void)ns;
 	if (!dir)
 		return;
-	if (!dir->sorted)
+	if (!dir->sorted && dir->n)
 		qsort(dir->v, dir->n, sizeof(*dir->v), by_ino);
 	for (uint32_t i = 0; i < dir->n; i++) {
 		struct ns_entry *c = dir->v[i];

@@ -105,7 +105,8 @@ static void dump_dir(struct ns *ns, uint64_t dir, const char *path, struct dump 
 	struct kids k = { 0 };
 
 	T_ASSERT_OK(ns_readdir(ns, dir, 0, collect, &k));
-	qsort(k.v, k.n, sizeof(*k.v), by_name);
+	if (k.n)
+		qsort(k.v, k.n, sizeof(*k.v), by_name);
 	for (size_t i = 0; i < k.n; i++) {
 		char p[4096], line[8192], hex[65], xa[512];
 		struct ns_content c;
