@@ -142,6 +142,8 @@ struct dht {
 	struct rate *rate;
 	size_t nrate;
 	uint64_t next_maint;
+	uint64_t next_join; /* self-lookup to (re)join while the table is small */
+	bool join_due;
 	uint32_t srtt_all, rttvar_all; /* over every reply, ms */
 
 	struct dht_stats st;
@@ -295,7 +297,8 @@ static void seen(struct dht *d, uint64_t now, const uint8_t id[static DHT_ID_LEN
 			return;
 		b->c[b->n++] = nc;
 		b->changed = now;
-		d->st.contacts++;
+		if (d->st.contacts++ == 0)
+			d->join_due = true; /* our first contact: join through it now */
 		return;
 	}
 	/* Full: a failing contact makes room at once; else the newcomer waits
@@ -1065,6 +1068,14 @@ uint64_t dht_tick(struct dht *d, uint64_t now)
 		}
 		if (r->used)
 			next = P2P_MIN(next, r->slow ? r->hard : r->soft);
+	}
+	/* Joining: look ourselves up, which fills the table around our id and
+	 * tells our neighbours about us; again while the table stays small. */
+	if (d->st.contacts && (d->join_due || (d->st.contacts < DHT_K && now >= d->next_join))) {
+		d->join_due = false;
+		d->next_join = now + 30000;
+		if (lookup_start(d, now, L_FIND_NODE, d->id, 0, NULL, NULL) < 0)
+			d->next_join = now + 1000;
 	}
 	/* A lookup that could not send (request table full) tries again. */
 	for (size_t i = 0; i < LOOKUPS_MAX; i++)
