@@ -24,7 +24,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#define RBUF_CAP (TP_FRAME_MAX + TP_OVERHEAD + 256 * 1024)
+#define RBUF_CAP (2 * (TP_FRAME_MAX + TP_OVERHEAD) + 256 * 1024)
 #define SBUF_MIN (256 * 1024)
 
 enum conn_state { C_CONNECTING, C_HANDSHAKE, C_UP, C_CLOSING };
@@ -50,7 +50,7 @@ struct tp_conn {
 	bool rx_busy, tx_busy;
 
 	uint8_t *rbuf;
-	size_t rlen;
+	size_t rstart, rlen; /* unconsumed bytes are rbuf[rstart, rlen) */
 	struct sbuf fill, wire;
 	size_t sendq_max;
 	uint64_t last_rx, last_tx;
@@ -284,7 +284,7 @@ const uint8_t *tp_conn_peer_id(const struct tp_conn *c)
 /* Handle what is in rbuf; returns false if the connection ended. */
 static bool consume(struct tp_conn *c)
 {
-	size_t off = 0;
+	size_t off = c->rstart;
 
 	while (c->st != C_CLOSING) {
 		size_t left = c->rlen - off;
@@ -346,9 +346,15 @@ static bool consume(struct tp_conn *c)
 	}
 	if (c->st == C_CLOSING)
 		return false;
-	if (off) {
-		memmove(c->rbuf, c->rbuf + off, c->rlen - off);
-		c->rlen -= off;
+	c->rstart = off;
+	if (c->rstart == c->rlen) {
+		c->rstart = c->rlen = 0;
+	} else if (RBUF_CAP - c->rlen < TP_FRAME_MAX + TP_OVERHEAD) {
+		/* Too little room after the partial frame for a whole one: move it
+		 * to the front (rarely: only once the buffer is mostly used). */
+		memmove(c->rbuf, c->rbuf + c->rstart, c->rlen - c->rstart);
+		c->rlen -= c->rstart;
+		c->rstart = 0;
 	}
 	return true;
 }
@@ -401,7 +407,7 @@ static void defaults(struct tp_conn_opts *o)
 	if (!o->keepalive_ms)
 		o->keepalive_ms = 15000;
 	if (!o->sendq_max)
-		o->sendq_max = 16 * MiB;
+		o->sendq_max = 4 * MiB; /* two buffers of 2 MiB: sealing overlaps sending */
 	if (o->sendq_max < 2 * (TP_FRAME_MAX + TP_OVERHEAD))
 		o->sendq_max = 2 * (TP_FRAME_MAX + TP_OVERHEAD);
 }

@@ -38,7 +38,7 @@ struct tp_conn_opts {
 	uint32_t handshake_ms; /* 0: 5000 */
 	uint32_t idle_ms;      /* nothing heard for this long ends it; 0: 60000 */
 	uint32_t keepalive_ms; /* an empty frame when we have been quiet; 0: 15000 */
-	size_t sendq_max;      /* bytes of sealed frames queued; 0: 16 MiB */
+	size_t sendq_max;      /* bytes of sealed frames queued; 0: 4 MiB */
 };
 
 P2P_MUST_CHECK int tp_listen(struct ev_loop *loop, const struct sockaddr *addr, socklen_t len,
