@@ -17,7 +17,11 @@ static void help(FILE *f)
 		   "  provide KEY         announce that this node holds KEY (republished before\n"
 		   "                      it expires)\n"
 		   "  providers KEY       the nodes that hold KEY\n"
-		   "  bootstrap HOST:PORT ping a node to join the network through it\n\n"
+		   "  bootstrap HOST:PORT ping a node to join the network through it\n"
+		   "  put NAME VALUE      publish VALUE (at most 1000 bytes) under NAME, signed\n"
+		   "                      with this node's key; a later put replaces it\n"
+		   "  get [PUBKEY] NAME   the newest value under NAME of that key (this node's\n"
+		   "                      by default)\n\n"
 		   "ID and KEY are 64 hex digits, or any text (which stands for its SHA-256).\n"
 		   "Each lookup prints what it found and the hops, requests and time it took.\n"
 		   "Exit status 1 when nothing was found.\n\n"
@@ -35,7 +39,8 @@ int cmd_dht(int argc, char **argv)
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
-	const char *state_opt = NULL, *mount = NULL, *req[3] = { "dht" };
+	const char *state_opt = NULL, *mount = NULL, *req[4] = { "dht" };
+	int nargs;
 	char *state;
 	int c, rc;
 
@@ -56,17 +61,21 @@ int cmd_dht(int argc, char **argv)
 			return EXIT_USAGE;
 		}
 	}
-	if (argc - optind != 2 ||
+	nargs = argc - optind;
+	if (nargs < 2 || nargs > 3 ||
+	    (nargs == 3 && strcmp(argv[optind], "put") && strcmp(argv[optind], "get")) ||
+	    (nargs == 2 && !strcmp(argv[optind], "put")) ||
 	    (strcmp(argv[optind], "find-node") && strcmp(argv[optind], "provide") &&
-	     strcmp(argv[optind], "providers") && strcmp(argv[optind], "bootstrap"))) {
+	     strcmp(argv[optind], "providers") && strcmp(argv[optind], "bootstrap") &&
+	     strcmp(argv[optind], "put") && strcmp(argv[optind], "get"))) {
 		help(stderr);
 		return EXIT_USAGE;
 	}
-	req[1] = argv[optind];
-	req[2] = argv[optind + 1];
+	for (int i = 0; i < nargs; i++)
+		req[1 + i] = argv[optind + i];
 	if (!(state = cli_pick_state(state_opt, mount)))
 		return EXIT_NOT_RUNNING;
-	rc = ctl_call(state, 3, req, false);
+	rc = ctl_call(state, 1 + nargs, req, false);
 	free(state);
 	return rc;
 }

@@ -73,7 +73,7 @@ struct dht_req {
 	struct daemon *d;
 	struct ctl_conn *c;
 	struct dht_req *next;
-	bool providers;
+	bool providers, get;
 };
 
 static void ready_reply(struct daemon *d, const char *line)
@@ -224,20 +224,20 @@ static void dht_status(struct daemon *d, struct ctl_conn *c, FILE *json)
 						off ? " " : "", p, n);
 	}
 	if (json) {
-		fprintf(json,
-			",\"dht\":{\"listen\":\"%s\",\"contacts\":%zu,\"replacements\":%zu,"
-			"\"buckets\":\"%s\",\"msgs_in\":%llu,\"msgs_out\":%llu,\"bytes_in\":%llu,"
-			"\"bytes_out\":%llu,\"timeouts\":%llu,\"dropped\":%llu,"
-			"\"provider_keys\":%zu,\"provider_records\":%zu,\"lookups\":%zu,"
-			"\"lan_heard\":%llu,\"mem_bytes\":%zu}",
-			dht_node_listen_str(d->dn), st.contacts, st.replacements, ranges,
-			(unsigned long long)st.msgs_in, (unsigned long long)st.msgs_out,
-			(unsigned long long)st.bytes_in, (unsigned long long)st.bytes_out,
-			(unsigned long long)st.timeouts,
-			(unsigned long long)(st.dropped_malformed + st.dropped_rate +
-					     st.dropped_token),
-			st.provider_keys, st.provider_records, st.lookups_running,
-			(unsigned long long)dht_node_lan_heard(d->dn), st.mem_bytes);
+		fprintf(
+		    json,
+		    ",\"dht\":{\"listen\":\"%s\",\"contacts\":%zu,\"replacements\":%zu,"
+		    "\"buckets\":\"%s\",\"msgs_in\":%llu,\"msgs_out\":%llu,\"bytes_in\":%llu,"
+		    "\"bytes_out\":%llu,\"timeouts\":%llu,\"dropped\":%llu,"
+		    "\"provider_keys\":%zu,\"provider_records\":%zu,\"lookups\":%zu,"
+		    "\"lan_heard\":%llu,\"mem_bytes\":%zu}",
+		    dht_node_listen_str(d->dn), st.contacts, st.replacements, ranges,
+		    (unsigned long long)st.msgs_in, (unsigned long long)st.msgs_out,
+		    (unsigned long long)st.bytes_in, (unsigned long long)st.bytes_out,
+		    (unsigned long long)st.timeouts,
+		    (unsigned long long)(st.dropped_malformed + st.dropped_rate + st.dropped_token),
+		    st.provider_keys, st.provider_records, st.lookups_running,
+		    (unsigned long long)dht_node_lan_heard(d->dn), st.mem_bytes);
 		return;
 	}
 	ctl_printf(c, "dht listen:    %s (udp)", dht_node_listen_str(d->dn));
@@ -537,10 +537,22 @@ static void dht_req_done(void *arg, const struct dht_result *r)
 		dht_addr_str(&r->providers[i].addr, addr, sizeof(addr));
 		ctl_printf(c, "provider %s %s", hex, addr);
 	}
-	for (size_t i = 0; i < r->nclosest && (!q->providers || i < 3); i++) {
+	for (size_t i = 0; i < r->nclosest && (i < 3 || !(q->providers || q->get || r->stored));
+	     i++) {
 		p2p_hex(hex, r->closest[i].id, 32);
 		dht_addr_str(&r->closest[i].addr, addr, sizeof(addr));
 		ctl_printf(c, "node %s %s", hex, addr);
+	}
+	if (r->has_record) {
+		p2p_hex(hex, r->record.pk, 32);
+		ctl_printf(c, "value %.*s", (int)r->record.value_len,
+			   (const char *)r->record.value);
+		ctl_printf(c, "seq %llu, signed by %s", (unsigned long long)r->record.seq, hex);
+	}
+	if (r->stored) {
+		p2p_hex(hex, peer_ident_pk(q->d->ident), 32);
+		ctl_printf(c, "stored on %u nodes; read it with: p2pfs dht get %s NAME", r->stored,
+			   hex);
 	}
 	ctl_printf(c, "took %u hops, %u requests, %u replies, %llu ms", r->hops, r->queries,
 		   r->answers, (unsigned long long)r->elapsed_ms);
@@ -548,6 +560,8 @@ static void dht_req_done(void *arg, const struct dht_result *r)
 		ctl_end(c, EXIT_FAIL, "no node answered (is the node connected? see p2pfs status)");
 	else if (q->providers && !r->nproviders)
 		ctl_end(c, EXIT_FAIL, "no providers found");
+	else if (q->get && !r->has_record)
+		ctl_end(c, EXIT_FAIL, "no record found");
 	else
 		ctl_end(c, 0, NULL);
 	free(q);
@@ -559,6 +573,65 @@ static void parse_key(const char *s, uint8_t out[static 32])
 	if (strlen(s) == 64 && sodium_hex2bin(out, 32, s, 64, NULL, NULL, NULL) == 0)
 		return;
 	crypto_hash_sha256(out, (const uint8_t *)s, strlen(s));
+}
+
+/* put NAME VALUE: a record signed with the node's key under NAME;
+ * get [PUBKEY] NAME: the newest record of that key (ours by default). */
+static void dht_record_request(struct daemon *d, struct ctl_conn *c, int argc, char **argv)
+{
+	struct dht *dht = dht_node_dht(d->dn);
+	const char *name = argv[argc == 4 && !strcmp(argv[1], "get") ? 3 : 2];
+	struct dht_record rec;
+	struct dht_req *q;
+	uint8_t target[32], signed_bytes[DHT_RECORD_SIGNED_MAX];
+	int rc;
+
+	memset(&rec, 0, sizeof(rec));
+	if (strlen(name) > DHT_SALT_MAX) {
+		ctl_end(c, EXIT_USAGE, "a record name has at most %d bytes", DHT_SALT_MAX);
+		return;
+	}
+	memcpy(rec.pk, peer_ident_pk(d->ident), 32);
+	if (argc == 4 && !strcmp(argv[1], "get") &&
+	    (strlen(argv[2]) != 64 ||
+	     sodium_hex2bin(rec.pk, 32, argv[2], 64, NULL, NULL, NULL) != 0)) {
+		ctl_end(c, EXIT_USAGE, "get: the public key is 64 hex digits");
+		return;
+	}
+	rec.salt_len = (uint8_t)strlen(name);
+	memcpy(rec.salt, name, rec.salt_len);
+	if (!(q = calloc(1, sizeof(*q)))) {
+		ctl_end(c, EXIT_FAIL, "out of memory");
+		return;
+	}
+	q->d = d;
+	q->c = c;
+	if (!strcmp(argv[1], "put")) {
+		if (argc != 4 || strlen(argv[3]) > DHT_VALUE_MAX) {
+			free(q);
+			ctl_end(c, EXIT_USAGE, "put NAME VALUE (a value of at most %d bytes)",
+				DHT_VALUE_MAX);
+			return;
+		}
+		rec.value_len = (uint16_t)strlen(argv[3]);
+		memcpy(rec.value, argv[3], rec.value_len);
+		rec.seq = tm_real_ms(); /* newer puts have higher numbers */
+		peer_ident_sign(d->ident, signed_bytes, dht_record_signed_bytes(&rec, signed_bytes),
+				rec.sig);
+		rc = dht_put(dht, dht_node_now(d->dn), &rec, 0, dht_req_done, q);
+	} else {
+		q->get = true;
+		dht_record_target(&rec, target);
+		rc = dht_get(dht, dht_node_now(d->dn), target, dht_req_done, q);
+	}
+	if (rc < 0) {
+		free(q);
+		ctl_end(c, EXIT_FAIL, "cannot start the lookup: %s", strerror(-rc));
+		return;
+	}
+	q->next = d->dht_reqs;
+	d->dht_reqs = q;
+	dht_node_kick(d->dn);
 }
 
 static void dht_request(struct daemon *d, struct ctl_conn *c, int argc, char **argv)
@@ -579,6 +652,10 @@ static void dht_request(struct daemon *d, struct ctl_conn *c, int argc, char **a
 			ctl_end(c, EXIT_FAIL, "bootstrap %s: %s", argv[2], strerror(-rc));
 		else
 			ctl_end(c, 0, NULL);
+		return;
+	}
+	if ((argc == 4 || argc == 3) && (!strcmp(argv[1], "put") || !strcmp(argv[1], "get"))) {
+		dht_record_request(d, c, argc, argv);
 		return;
 	}
 	if (argc != 3 || (strcmp(argv[1], "find-node") && strcmp(argv[1], "provide") &&
@@ -758,7 +835,7 @@ static int open_node(struct daemon *d)
 	memcpy(d->node_id, peer_ident_id(d->ident), 32);
 	if (!(ctlp = cfg_path(d->cfg->state_dir, "ctl.sock")))
 		return -ENOMEM;
-	if ((rc = ev_loop_new(1024, &d->loop)) < 0) {
+	if ((rc = ev_loop_new(256, &d->loop)) < 0) {
 		cli_err("cannot set up io_uring: %s (is io_uring disabled? see "
 			"/proc/sys/kernel/io_uring_disabled)",
 			strerror(-rc));

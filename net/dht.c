@@ -62,7 +62,7 @@ struct cand {
 	uint8_t state, hop, has_token, retried;
 };
 
-enum lookup_kind { L_FIND_NODE, L_GET_PROVIDERS, L_ADD_PROVIDER };
+enum lookup_kind { L_FIND_NODE, L_GET_PROVIDERS, L_ADD_PROVIDER, L_GET, L_PUT };
 
 struct lookup {
 	uint8_t kind;
@@ -77,6 +77,9 @@ struct lookup {
 	bool has_best;
 	uint64_t start;
 	struct dht_contact prov[DHT_PROVIDERS_MAX];
+	bool has_rec;
+	struct dht_record rec; /* L_GET: the newest found; L_PUT: what to store */
+	uint64_t cas;
 	size_t nprov;
 	dht_done_fn *done;
 	void *arg;
@@ -111,6 +114,12 @@ struct own {
 	uint64_t next;
 };
 
+struct stored {
+	uint8_t target[DHT_ID_LEN];
+	uint64_t expires;
+	struct dht_record r;
+};
+
 struct rate {
 	uint64_t key;
 	uint64_t last;
@@ -135,6 +144,8 @@ struct dht {
 	struct pkey *keys;
 	size_t nkeys, capkeys;
 	struct own *own;
+	struct stored *recs;
+	size_t nrecs, caprecs;
 	size_t nown, capown;
 
 	uint8_t secret[2][32];
@@ -621,6 +632,116 @@ static void providers_expire(struct dht *d, uint64_t now)
 	}
 }
 
+/* ---- signed mutable records ---- */
+
+static const char rec_domain[] = "p2pfs-dht-put-1";
+
+void dht_record_target(const struct dht_record *r, uint8_t ret_target[static DHT_ID_LEN])
+{
+	crypto_hash_sha256_state st;
+
+	crypto_hash_sha256_init(&st);
+	crypto_hash_sha256_update(&st, r->pk, 32);
+	crypto_hash_sha256_update(&st, r->salt, r->salt_len);
+	crypto_hash_sha256_final(&st, ret_target);
+}
+
+/* What the signature covers: domain, salt, seq, value. */
+static size_t rec_msg(const struct dht_record *r, uint8_t *buf)
+{
+	size_t n = 0;
+
+	memcpy(buf, rec_domain, sizeof(rec_domain) - 1);
+	n += sizeof(rec_domain) - 1;
+	buf[n++] = r->salt_len;
+	memcpy(buf + n, r->salt, r->salt_len);
+	n += r->salt_len;
+	be64_put(buf + n, r->seq);
+	n += 8;
+	buf[n++] = (uint8_t)(r->value_len >> 8);
+	buf[n++] = (uint8_t)r->value_len;
+	memcpy(buf + n, r->value, r->value_len);
+	return n + r->value_len;
+}
+
+size_t dht_record_signed_bytes(const struct dht_record *r,
+			       uint8_t buf[static DHT_RECORD_SIGNED_MAX])
+{
+	return rec_msg(r, buf);
+}
+
+void dht_record_sign(struct dht_record *r, const uint8_t sk[static 64])
+{
+	uint8_t buf[sizeof(rec_domain) + 1 + DHT_SALT_MAX + 8 + 2 + DHT_VALUE_MAX];
+	size_t n = rec_msg(r, buf);
+
+	crypto_sign_detached(r->sig, NULL, buf, n, sk);
+}
+
+bool dht_record_verify(const struct dht_record *r)
+{
+	uint8_t buf[sizeof(rec_domain) + 1 + DHT_SALT_MAX + 8 + 2 + DHT_VALUE_MAX];
+	size_t n;
+
+	if (r->salt_len > DHT_SALT_MAX || r->value_len > DHT_VALUE_MAX)
+		return false;
+	n = rec_msg(r, buf);
+	return crypto_sign_verify_detached(r->sig, buf, n, r->pk) == 0;
+}
+
+static struct stored *rec_find(struct dht *d, const uint8_t target[static DHT_ID_LEN])
+{
+	for (size_t i = 0; i < d->nrecs; i++)
+		if (!memcmp(d->recs[i].target, target, DHT_ID_LEN))
+			return &d->recs[i];
+	return NULL;
+}
+
+/* Store a put: 0, or a DHT_ERR_* code. */
+static int rec_store(struct dht *d, uint64_t now, const struct dht_record *r, uint64_t cas)
+{
+	uint8_t target[DHT_ID_LEN];
+	struct stored *s;
+
+	if (!dht_record_verify(r))
+		return DHT_ERR_SIG;
+	dht_record_target(r, target);
+	if ((s = rec_find(d, target))) {
+		if (cas && s->r.seq != cas)
+			return DHT_ERR_CAS;
+		if (r->seq < s->r.seq ||
+		    (r->seq == s->r.seq && (r->value_len != s->r.value_len ||
+					    memcmp(r->value, s->r.value, r->value_len))))
+			return DHT_ERR_SEQ;
+	} else {
+		if (d->nrecs >= d->max_keys)
+			return DHT_ERR_SEQ;
+		if (d->nrecs == d->caprecs) {
+			size_t cap = d->caprecs ? d->caprecs * 2 : 8;
+			struct stored *nr = realloc(d->recs, cap * sizeof(*nr));
+
+			if (!nr)
+				return DHT_ERR_SEQ;
+			d->recs = nr;
+			d->caprecs = cap;
+		}
+		s = &d->recs[d->nrecs++];
+		memcpy(s->target, target, DHT_ID_LEN);
+	}
+	s->r = *r;
+	s->expires = now + DHT_RECORD_TTL_MS;
+	return 0;
+}
+
+static void recs_expire(struct dht *d, uint64_t now)
+{
+	for (size_t i = 0; i < d->nrecs;)
+		if (d->recs[i].expires <= now)
+			d->recs[i] = d->recs[--d->nrecs];
+		else
+			i++;
+}
+
 /* ---- serving requests ---- */
 
 static void serve(struct dht *d, uint64_t now, const struct dht_addr *from, const struct dht_msg *q)
@@ -648,6 +769,32 @@ static void serve(struct dht *d, uint64_t now, const struct dht_addr *from, cons
 				if (k->p[i].expires > now)
 					r.providers[r.nproviders++] = k->p[i].c;
 		r.nnodes = closest(d, q->target, r.nodes, DHT_K);
+		break;
+	}
+	case DHT_GET: {
+		struct stored *s = rec_find(d, q->target);
+
+		r.type = DHT_VALUE;
+		r.token = token_for(d, 0, from);
+		if (s && s->expires > now) {
+			r.has_record = true;
+			r.record = s->r;
+		}
+		r.nnodes = closest(d, q->target, r.nodes, DHT_K);
+		break;
+	}
+	case DHT_PUT: {
+		int err;
+
+		if (!token_ok(d, from, q->token)) {
+			d->st.dropped_token++;
+			r.type = DHT_ERROR;
+			r.error = DHT_ERR_TOKEN;
+			break;
+		}
+		err = rec_store(d, now, &q->record, q->cas);
+		r.type = err ? DHT_ERROR : DHT_ACK;
+		r.error = (uint8_t)err;
 		break;
 	}
 	case DHT_ADD_PROVIDER: {
@@ -720,24 +867,32 @@ static void lookup_finish(struct dht *d, struct lookup *l, uint64_t now)
 			memcpy(res.closest[res.nclosest].id, l->c[i].id, DHT_ID_LEN);
 			res.closest[res.nclosest++].addr = l->c[i].addr;
 		}
-	if (l->kind == L_ADD_PROVIDER) {
+	if (l->kind == L_ADD_PROVIDER || l->kind == L_PUT) {
 		/* Store on the k closest that gave us a token. */
-		for (size_t i = 0, sent = 0; i < l->n && sent < DHT_K; i++) {
-			struct dht_msg m = { .type = DHT_ADD_PROVIDER };
+		for (size_t i = 0; i < l->n && res.stored < DHT_K; i++) {
+			struct dht_msg m = { .type =
+						 l->kind == L_PUT ? DHT_PUT : DHT_ADD_PROVIDER };
 			struct rpc *r;
 
 			if (l->c[i].state != C_DONE || !l->c[i].has_token)
 				continue;
-			if (!(r = rpc_new(d, now, DHT_ADD_PROVIDER, &l->c[i].addr, l->c[i].id, -1,
-					  0)))
+			if (!(r = rpc_new(d, now, m.type, &l->c[i].addr, l->c[i].id, -1, 0)))
 				break;
 			m.txid = r->txid;
 			memcpy(m.target, l->target, DHT_ID_LEN);
 			m.token = l->c[i].token;
 			m.port = l->port;
+			if (l->kind == L_PUT) {
+				m.record = l->rec;
+				m.cas = l->cas;
+			}
 			send_msg(d, &l->c[i].addr, &m);
-			sent++;
+			res.stored++;
 		}
+	}
+	if (l->kind == L_GET && l->has_rec) {
+		res.has_record = true;
+		res.record = l->rec;
 	}
 	memcpy(res.providers, l->prov, l->nprov * sizeof(l->prov[0]));
 	res.nproviders = l->nprov;
@@ -745,9 +900,10 @@ static void lookup_finish(struct dht *d, struct lookup *l, uint64_t now)
 	res.queries = l->queries;
 	res.answers = l->answers;
 	res.elapsed_ms = now - l->start;
-	res.rc = !res.nclosest && !res.nproviders	   ? -ETIMEDOUT
-		 : l->kind == L_GET_PROVIDERS && !l->nprov ? -ENOENT
-							   : 0;
+	res.rc = !res.nclosest && !res.nproviders && !res.has_record ? -ETIMEDOUT
+		 : l->kind == L_GET_PROVIDERS && !l->nprov	     ? -ENOENT
+		 : l->kind == L_GET && !res.has_record		     ? -ENOENT
+								     : 0;
 	/* Requests still out for it are answered into nothing. */
 	for (size_t i = 0; i < d->caprpc; i++)
 		if (d->rpc[i].used && d->rpc[i].lookup == l->slot)
@@ -780,8 +936,9 @@ static void lookup_step(struct dht *d, struct lookup *l, uint64_t now)
 		    l->inflight < (l->stalled >= DHT_ALPHA ? DHT_K : DHT_ALPHA)) {
 			struct dht_msg m = { 0 };
 			struct rpc *r;
-
-			m.type = l->kind == L_FIND_NODE ? DHT_FIND_NODE : DHT_GET_PROVIDERS;
+			m.type = l->kind == L_FIND_NODE			? DHT_FIND_NODE
+				 : l->kind == L_GET || l->kind == L_PUT ? DHT_GET
+									: DHT_GET_PROVIDERS;
 			if (!(r = rpc_new(d, now, m.type, &c->addr, c->id, l->slot, i))) {
 				pending = true;
 				break;
@@ -800,14 +957,14 @@ static void lookup_step(struct dht *d, struct lookup *l, uint64_t now)
 		lookup_finish(d, l, now);
 }
 
-static int lookup_start(struct dht *d, uint64_t now, uint8_t kind,
-			const uint8_t target[static DHT_ID_LEN], uint16_t port, dht_done_fn *done,
-			void *arg)
+static int lookup_start_rec(struct dht *d, uint64_t now, uint8_t kind,
+			    const uint8_t target[static DHT_ID_LEN], uint16_t port,
+			    const struct dht_record *rec, uint64_t cas, dht_done_fn *done,
+			    void *arg)
 {
 	struct dht_contact seed[DHT_K];
 	struct lookup *l = NULL;
 	size_t n;
-
 	for (size_t i = 0; i < LOOKUPS_MAX && !l; i++)
 		if (!d->look[i]) {
 			if (!(l = calloc(1, sizeof(*l))))
@@ -823,13 +980,25 @@ static int lookup_start(struct dht *d, uint64_t now, uint8_t kind,
 	l->start = now;
 	l->done = done;
 	l->arg = arg;
+	if (rec) {
+		l->rec = *rec;
+		l->cas = cas;
+	}
 	d->st.lookups_running++;
 	n = closest(d, target, seed, DHT_K);
 	for (size_t i = 0; i < n; i++)
-		lookup_add(d, l, &seed[i], 1);
-	/* The candidates may be reordered by the step; rpcs refer to them by id. */
+		lookup_add(
+		    d, l, &seed[i],
+		    1); /* The candidates may be reordered by the step; rpcs refer to them by id. */
 	lookup_step(d, l, now);
 	return 0;
+}
+
+static int lookup_start(struct dht *d, uint64_t now, uint8_t kind,
+			const uint8_t target[static DHT_ID_LEN], uint16_t port, dht_done_fn *done,
+			void *arg)
+{
+	return lookup_start_rec(d, now, kind, target, port, NULL, 0, done, arg);
 }
 
 int dht_find_node(struct dht *d, uint64_t now, const uint8_t target[static DHT_ID_LEN],
@@ -870,6 +1039,28 @@ int dht_add_provider(struct dht *d, uint64_t now, const uint8_t key[static DHT_I
 	return lookup_start(d, now, L_ADD_PROVIDER, key, port, done, arg);
 }
 
+int dht_put(struct dht *d, uint64_t now, const struct dht_record *rec, uint64_t cas,
+	    dht_done_fn *done, void *arg)
+{
+	uint8_t target[DHT_ID_LEN];
+	int rc;
+
+	if (!dht_record_verify(rec))
+		return -EBADMSG;
+	dht_record_target(rec, target);
+	/* Keep our own copy too: we may be among the closest. */
+	(void)rec_store(d, now, rec, 0);
+	if ((rc = lookup_start_rec(d, now, L_PUT, target, 0, rec, cas, done, arg)) < 0)
+		return rc;
+	return 0;
+}
+
+int dht_get(struct dht *d, uint64_t now, const uint8_t target[static DHT_ID_LEN], dht_done_fn *done,
+	    void *arg)
+{
+	return lookup_start(d, now, L_GET, target, 0, done, arg);
+}
+
 void dht_remove_provider(struct dht *d, const uint8_t key[static DHT_ID_LEN])
 {
 	for (size_t i = 0; i < d->nown; i++)
@@ -899,6 +1090,22 @@ static void lookup_reply(struct dht *d, uint64_t now, struct rpc *r, const struc
 		l->inflight--;
 	c->state = C_DONE;
 	l->answers++;
+	if (m->type == DHT_VALUE) {
+		uint8_t target[DHT_ID_LEN];
+
+		c->token = m->token;
+		c->has_token = 1;
+		/* Only a record that is signed and lives under the key we asked for. */
+		if (l->kind == L_GET && m->has_record) {
+			dht_record_target(&m->record, target);
+			if (!memcmp(target, l->target, DHT_ID_LEN) &&
+			    (!l->has_rec || m->record.seq > l->rec.seq) &&
+			    dht_record_verify(&m->record)) {
+				l->rec = m->record;
+				l->has_rec = true;
+			}
+		}
+	}
 	if (m->type == DHT_PROVIDERS) {
 		c->token = m->token;
 		c->has_token = 1;
@@ -966,7 +1173,7 @@ void dht_input(struct dht *d, uint64_t now, const struct dht_addr *from, const u
 		return;
 	}
 	if (m.type == DHT_PING || m.type == DHT_FIND_NODE || m.type == DHT_GET_PROVIDERS ||
-	    m.type == DHT_ADD_PROVIDER) {
+	    m.type == DHT_ADD_PROVIDER || m.type == DHT_GET || m.type == DHT_PUT) {
 		seen(d, now, m.sender, from, -1);
 		serve(d, now, from, &m);
 		return;
@@ -1001,7 +1208,8 @@ void dht_input(struct dht *d, uint64_t now, const struct dht_addr *from, const u
 			}
 			seen(d, now, m.sender, from, (int)rtt);
 		}
-		if (copy.lookup >= 0 && (m.type == DHT_NODES || m.type == DHT_PROVIDERS) &&
+		if (copy.lookup >= 0 &&
+		    (m.type == DHT_NODES || m.type == DHT_PROVIDERS || m.type == DHT_VALUE) &&
 		    copy.id_known && !memcmp(copy.id, m.sender, DHT_ID_LEN))
 			lookup_reply(d, now, &copy, &m);
 		return;
@@ -1089,6 +1297,7 @@ uint64_t dht_tick(struct dht *d, uint64_t now)
 			d->secret_at = now;
 		}
 		providers_expire(d, now);
+		recs_expire(d, now);
 		for (size_t i = 0; i < d->nown; i++)
 			if (now >= d->own[i].next) {
 				d->own[i].next = now + d->ttl / 2;
@@ -1149,6 +1358,7 @@ void dht_free(struct dht *d)
 	for (size_t i = 0; i < LOOKUPS_MAX; i++)
 		free(d->look[i]);
 	free(d->keys);
+	free(d->recs);
 	free(d->own);
 	free(d->rpc);
 	free(d->rate);
@@ -1174,6 +1384,8 @@ void dht_get_stats(const struct dht *d, struct dht_stats *s)
 		s->provider_records += d->keys[i].n;
 	}
 	s->provider_keys = d->nkeys;
+	s->records = d->nrecs;
+	mem += d->caprecs * sizeof(struct stored);
 	s->mem_bytes = mem;
 	s->contact_bytes = d->st.contacts ? table / (d->st.contacts + d->st.replacements) : 0;
 }

@@ -46,6 +46,37 @@ struct dht_contact {
 	struct dht_addr addr;
 };
 
+/*
+ * A signed mutable record (after BEP 44): a small value published under
+ * SHA-256(public key || salt), replaced only by a higher sequence number
+ * signed by the same key. Nodes keep records for DHT_RECORD_TTL_MS; the
+ * owner puts again to keep one alive.
+ */
+#define DHT_VALUE_MAX 1000
+#define DHT_SALT_MAX 64
+#define DHT_RECORD_TTL_MS (2 * 3600 * 1000ULL)
+
+struct dht_record {
+	uint8_t pk[32];
+	uint8_t salt[DHT_SALT_MAX];
+	uint8_t salt_len;
+	uint64_t seq;
+	uint16_t value_len;
+	uint8_t value[DHT_VALUE_MAX];
+	uint8_t sig[64];
+};
+
+/* The key a record lives under: SHA-256(pk || salt). */
+void dht_record_target(const struct dht_record *r, uint8_t ret_target[static DHT_ID_LEN]);
+/* Sign @r (pk must match @sk, libsodium's 64-byte Ed25519 secret key). */
+void dht_record_sign(struct dht_record *r, const uint8_t sk[static 64]);
+/* The bytes a record's signature covers, for signers that keep their key
+ * elsewhere (the node identity); returns their length. */
+#define DHT_RECORD_SIGNED_MAX (16 + 1 + DHT_SALT_MAX + 8 + 2 + DHT_VALUE_MAX)
+size_t dht_record_signed_bytes(const struct dht_record *r,
+			       uint8_t buf[static DHT_RECORD_SIGNED_MAX]);
+P2P_MUST_CHECK bool dht_record_verify(const struct dht_record *r);
+
 struct dht;
 
 typedef void dht_send_fn(void *arg, const struct dht_addr *to, const uint8_t *buf, size_t len);
@@ -83,6 +114,9 @@ struct dht_result {
 	size_t nclosest;
 	struct dht_contact providers[DHT_PROVIDERS_MAX];
 	size_t nproviders;
+	bool has_record; /* dht_get: the newest valid record found */
+	struct dht_record record;
+	unsigned stored;  /* dht_put / dht_add_provider: nodes asked to store */
 	unsigned hops;	  /* rounds of the iterative lookup until the result settled */
 	unsigned queries; /* requests sent */
 	unsigned answers; /* replies received */
@@ -105,6 +139,13 @@ P2P_MUST_CHECK int dht_add_provider(struct dht *d, uint64_t now,
 				    const uint8_t key[static DHT_ID_LEN], uint16_t port,
 				    dht_done_fn *done, void *arg);
 void dht_remove_provider(struct dht *d, const uint8_t key[static DHT_ID_LEN]);
+/* Store @rec (signed) on the k closest nodes to its target. With @cas > 0,
+ * nodes holding another sequence number than @cas refuse it. */
+P2P_MUST_CHECK int dht_put(struct dht *d, uint64_t now, const struct dht_record *rec, uint64_t cas,
+			   dht_done_fn *done, void *arg);
+/* Find the newest record under @target (-ENOENT in rc if none). */
+P2P_MUST_CHECK int dht_get(struct dht *d, uint64_t now, const uint8_t target[static DHT_ID_LEN],
+			   dht_done_fn *done, void *arg);
 
 /* ---- state and statistics ---- */
 
@@ -113,7 +154,7 @@ struct dht_stats {
 	uint64_t dropped_malformed, dropped_rate, dropped_token;
 	uint64_t timeouts;
 	size_t contacts, replacements, buckets;
-	size_t provider_keys, provider_records;
+	size_t provider_keys, provider_records, records;
 	size_t lookups_running;
 	size_t mem_bytes, contact_bytes; /* memory, and memory per routing-table contact */
 };

@@ -22,7 +22,15 @@ enum dht_type {
 	DHT_ADD_PROVIDER = 7,
 	DHT_ACK = 8,
 	DHT_ERROR = 9,
+	DHT_GET = 10,	/* 32 target */
+	DHT_VALUE = 11, /* u64 token, u8 has, [record], u8 n, n contacts */
+	DHT_PUT = 12,	/* u64 token, u64 cas, record */
 };
+
+#define DHT_ERR_TOKEN 1
+#define DHT_ERR_SEQ 2 /* not newer than what is stored */
+#define DHT_ERR_CAS 3
+#define DHT_ERR_SIG 4
 
 /* A decoded message; which fields mean something depends on the type. */
 struct dht_msg {
@@ -38,6 +46,9 @@ struct dht_msg {
 	size_t nnodes;
 	struct dht_contact providers[DHT_PROVIDERS_MAX];
 	size_t nproviders;
+	uint64_t cas;		  /* PUT */
+	bool has_record;	  /* VALUE, PUT */
+	struct dht_record record; /* VALUE, PUT */
 };
 
 /* 0, or -EPROTO for anything malformed (every form: tests/unit/test_dht_msg.c). */

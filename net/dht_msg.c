@@ -11,8 +11,13 @@
  *   GET_PROVIDERS 32 key
  *   PROVIDERS     u64 token, u8 p (<= 16), p contacts, u8 n (<= 20), n contacts
  *   ADD_PROVIDER  32 key, u64 token, u16 port
- *   ACK           -
- *   ERROR         u8 code
+ *   ACK           - *   ERROR         u8 code
+ *   GET           32 target
+ *   VALUE         u64 token, u8 has (0/1), [record], u8 n (<= 20), n contacts
+ *   PUT           u64 token, u64 cas, record
+ *
+ *   record  = 32 public key, u8 salt length (<= 64), salt, u64 seq,
+ *             u16 value length (<= 1000), value, 64 signature
  *
  *   address = u8 family (4 or 6), 4 or 16 bytes, u16 port (not 0)
  *   contact = 32 id, address
@@ -63,6 +68,25 @@ static int get_contacts(struct rbuf *r, struct dht_contact *out, size_t max, siz
 	return 0;
 }
 
+static int get_record(struct rbuf *r, struct dht_record *rec)
+{
+	int rc;
+
+	if ((rc = rbuf_copy(r, rec->pk, 32)) < 0 || (rc = rbuf_u8(r, &rec->salt_len)) < 0)
+		return rc;
+	if (rec->salt_len > DHT_SALT_MAX)
+		return -EPROTO;
+	if ((rc = rbuf_copy(r, rec->salt, rec->salt_len)) < 0 ||
+	    (rc = rbuf_u64(r, &rec->seq)) < 0 || (rc = rbuf_u16(r, &rec->value_len)) < 0)
+		return rc;
+	if (rec->value_len > DHT_VALUE_MAX)
+		return -EPROTO;
+	if ((rc = rbuf_copy(r, rec->value, rec->value_len)) < 0 ||
+	    (rc = rbuf_copy(r, rec->sig, 64)) < 0)
+		return rc;
+	return 0;
+}
+
 int dht__msg_decode(const uint8_t *buf, size_t len, struct dht_msg *m)
 {
 	struct rbuf r;
@@ -107,6 +131,30 @@ int dht__msg_decode(const uint8_t *buf, size_t len, struct dht_msg *m)
 	case DHT_ERROR:
 		rc = rbuf_u8(&r, &m->error);
 		break;
+	case DHT_GET:
+		rc = rbuf_copy(&r, m->target, DHT_ID_LEN);
+		break;
+	case DHT_VALUE: {
+		uint8_t has;
+
+		if ((rc = rbuf_u64(&r, &m->token)) < 0 || (rc = rbuf_u8(&r, &has)) < 0)
+			break;
+		if (has > 1) {
+			rc = -EPROTO;
+			break;
+		}
+		m->has_record = has;
+		if (has && (rc = get_record(&r, &m->record)) < 0)
+			break;
+		rc = get_contacts(&r, m->nodes, DHT_K, &m->nnodes);
+		break;
+	}
+	case DHT_PUT:
+		if ((rc = rbuf_u64(&r, &m->token)) < 0 || (rc = rbuf_u64(&r, &m->cas)) < 0)
+			break;
+		m->has_record = true;
+		rc = get_record(&r, &m->record);
+		break;
 	default:
 		return -EPROTO;
 	}
@@ -146,6 +194,17 @@ static void put_contacts(struct wbuf *w, const struct dht_contact *c, size_t n)
 	}
 }
 
+static void put_record(struct wbuf *w, const struct dht_record *r)
+{
+	wbuf_bytes(w, r->pk, 32);
+	wbuf_u8(w, r->salt_len);
+	wbuf_bytes(w, r->salt, r->salt_len);
+	wbuf_u64(w, r->seq);
+	wbuf_u16(w, r->value_len);
+	wbuf_bytes(w, r->value, r->value_len);
+	wbuf_bytes(w, r->sig, 64);
+}
+
 size_t dht__msg_encode(const struct dht_msg *m, uint8_t buf[static DHT_MSG_MAX])
 {
 	struct wbuf w;
@@ -183,6 +242,22 @@ size_t dht__msg_encode(const struct dht_msg *m, uint8_t buf[static DHT_MSG_MAX])
 		break;
 	case DHT_ERROR:
 		wbuf_u8(&w, m->error);
+		break;
+	case DHT_GET:
+		wbuf_bytes(&w, m->target, DHT_ID_LEN);
+		break;
+	case DHT_VALUE:
+		wbuf_u64(&w, m->token);
+		wbuf_u8(&w, m->has_record ? 1 : 0);
+		if (m->has_record)
+			put_record(&w, &m->record);
+		nn = fitting(m->nodes, P2P_MIN(m->nnodes, (size_t)DHT_K), DHT_MSG_MAX - w.len - 1);
+		put_contacts(&w, m->nodes, nn);
+		break;
+	case DHT_PUT:
+		wbuf_u64(&w, m->token);
+		wbuf_u64(&w, m->cas);
+		put_record(&w, &m->record);
 		break;
 	default:
 		break;

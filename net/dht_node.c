@@ -29,7 +29,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#define SEND_SLOTS 256
+#define SEND_SLOTS 32
 /* Lines a remote peer or a busy ring can trigger: at most 5 per 10 s. */
 #define NODE_RL(n, fn, ...)                           \
 	do {                                          \

@@ -12,8 +12,8 @@
  * from another node is found), before and after a share of the nodes
  * leaves without notice.
  *
- *   dhtsim [--nodes N] [--lookups M] [--loss P] [--churn F] [--seed S]
- *   dhtsim --scale          hops at 1,000 / 10,000 / 100,000 nodes
+ *   dhtsim [--nodes N] [--lookups M] [--loss P] [--churn F] [--seed S] *   dhtsim --scale          hops at 1,000 / 10,000 / 100,000 nodes
+ *   dhtsim --idle [--nodes N]  maintenance traffic of idle nodes over two virtual hours
  *   dhtsim --quick          a small run for CI
  *
  * Hops: rounds of the iterative lookup until its result settled (the hop
@@ -532,6 +532,37 @@ static int full_run(size_t n, size_t m, double churn, double lossrate)
 	return fail;
 }
 
+/* Bytes an idle node sends and receives for maintenance (refreshes, pings). */
+static void idle_run(size_t n)
+{
+	uint64_t in0 = 0, out0 = 0, in1 = 0, out1 = 0, t0;
+	double hours = 2;
+
+	loss = 0;
+	build(n);
+	for (size_t i = 0; i < n; i++) {
+		struct dht_stats st;
+
+		dht_get_stats(nodes[i].d, &st);
+		in0 += st.bytes_in;
+		out0 += st.bytes_out;
+	}
+	t0 = now_ms;
+	run(now_ms + (uint64_t)(hours * 3600 * 1000), NULL);
+	for (size_t i = 0; i < n; i++) {
+		struct dht_stats st;
+
+		dht_get_stats(nodes[i].d, &st);
+		in1 += st.bytes_in;
+		out1 += st.bytes_out;
+	}
+	printf("\nidle maintenance over %.0f virtual hours, %zu nodes: %.1f B/s sent and %.1f B/s "
+	       "received per node\n",
+	       hours, n, (double)(out1 - out0) / (double)n / ((double)(now_ms - t0) / 1000),
+	       (double)(in1 - in0) / (double)n / ((double)(now_ms - t0) / 1000));
+	destroy();
+}
+
 static void scale_run(void)
 {
 	static const size_t sizes[] = { 1000, 10000, 100000 };
@@ -558,7 +589,7 @@ int main(int argc, char **argv)
 {
 	size_t n = 10000, m = 1000;
 	double churn = 0.30, lossrate = 0.02;
-	bool scale = false, quick = false;
+	bool scale = false, quick = false, idle = false;
 
 	for (int i = 1; i < argc; i++) {
 		if (!strcmp(argv[i], "--nodes") && i + 1 < argc)
@@ -573,13 +604,15 @@ int main(int argc, char **argv)
 			rng = strtoull(argv[++i], NULL, 10) * 2654435761ULL + 88172645463325252ULL;
 		else if (!strcmp(argv[i], "--scale"))
 			scale = true;
+		else if (!strcmp(argv[i], "--idle"))
+			idle = true;
 		else if (!strcmp(argv[i], "--quick")) {
 			quick = true;
 			n = 1000;
 			m = 200;
 		} else {
 			fprintf(stderr, "usage: dhtsim [--nodes N] [--lookups M] [--churn F] "
-					"[--loss P] [--seed S] [--scale] [--quick]\n");
+					"[--loss P] [--seed S] [--scale] [--idle] [--quick]\n");
 			return 2;
 		}
 	}
@@ -589,6 +622,10 @@ int main(int argc, char **argv)
 	}
 	if (scale) {
 		scale_run();
+		return 0;
+	}
+	if (idle) {
+		idle_run(n);
 		return 0;
 	}
 	/* A smoke run checks that it runs; the figures are judged on full runs. */

@@ -133,11 +133,19 @@ def test_fifty_nodes_find_providers_through_churn_and_rejoin(net):
         key = f"key-{j}-{random.getrandbits(32)}"
         r = net.dht(p, "provide", key)
         assert r.returncode == 0, r.stderr
-        providers[key] = p
-    misses = lookup_all(net, providers, ids)
+        providers[key] = p    misses = lookup_all(net, providers, ids)
     assert not misses, f"{len(misses)} of {KEYS} keys not found: {misses[:3]}"
 
-    # Fifteen nodes die without notice (never the bootstrap node: not needed, but
+    # A signed mutable record: put on one node, read from another, replaced by a newer put.
+    w = random.randrange(1, N)
+    out = net.dht(w, "put", "head", "version-1").stdout
+    pk = re.search(r"p2pfs dht get ([0-9a-f]{64}) NAME", out).group(1)
+    r = net.dht(random.randrange(N), "get", pk, "head")
+    assert r.returncode == 0 and "value version-1" in r.stdout, r.stdout + r.stderr
+    assert net.dht(w, "put", "head", "version-2").returncode == 0
+    r = net.dht(random.randrange(N), "get", pk, "head")
+    assert "value version-2" in r.stdout, r.stdout
+# Fifteen nodes die without notice (never the bootstrap node: not needed, but
     # a restart below must be able to rejoin without it anyway).
     victims = random.sample(range(1, N), KILL)
     for v in victims:

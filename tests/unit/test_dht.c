@@ -8,6 +8,7 @@
 #include "tests/lib/t.h"
 
 #include <errno.h>
+#include <sodium.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -326,6 +327,67 @@ static void full_bucket_keeps_live_contacts_and_replaces_dead_ones(void)
 	free_nodes();
 }
 
+static void signed_records_put_get_replace_and_refuse(void)
+{
+	uint8_t pk[32], sk[64], target[DHT_ID_LEN];
+	struct dht_record rec = { 0 }, old;
+	struct res x = { 0 };
+
+	make_nodes(80);
+	join_all();
+	crypto_sign_keypair(pk, sk);
+	memcpy(rec.pk, pk, 32);
+	rec.salt_len = 4;
+	memcpy(rec.salt, "head", 4);
+	rec.seq = 1;
+	rec.value_len = 5;
+	memcpy(rec.value, "first", 5);
+	dht_record_sign(&rec, sk);
+	T_ASSERT(dht_record_verify(&rec));
+	dht_record_target(&rec, target);
+	cur = 3;
+	T_ASSERT_OK(dht_put(nd[3], now, &rec, 0, on_done, &x));
+	run_for(2000);
+	T_ASSERT(x.done && x.r.stored > 0);
+	/* Found from elsewhere. */
+	memset(&x, 0, sizeof(x));
+	cur = 50;
+	T_ASSERT_OK(dht_get(nd[50], now, target, on_done, &x));
+	run_for(2000);
+	T_ASSERT(x.done && x.r.has_record);
+	T_ASSERT_EQ(x.r.record.seq, 1);
+	T_ASSERT(!memcmp(x.r.record.value, "first", 5));
+	/* A newer version replaces it; an older one does not come back. */
+	old = rec;
+	rec.seq = 2;
+	memcpy(rec.value, "newer", 5);
+	dht_record_sign(&rec, sk);
+	memset(&x, 0, sizeof(x));
+	cur = 7;
+	T_ASSERT_OK(dht_put(nd[7], now, &rec, 1, on_done, &x));
+	run_for(2000);
+	memset(&x, 0, sizeof(x));
+	cur = 9;
+	T_ASSERT_OK(dht_put(nd[9], now, &old, 0, on_done, &x));
+	run_for(2000);
+	memset(&x, 0, sizeof(x));
+	cur = 60;
+	T_ASSERT_OK(dht_get(nd[60], now, target, on_done, &x));
+	run_for(2000);
+	T_ASSERT(x.r.has_record && x.r.record.seq == 2);
+	T_ASSERT(!memcmp(x.r.record.value, "newer", 5));
+	/* A forged record is refused at the source. */
+	rec.value[0] ^= 1;
+	T_ASSERT_EQ(dht_put(nd[1], now, &rec, 0, on_done, &x), -EBADMSG);
+	/* Nothing under a key nobody wrote. */
+	memset(&x, 0, sizeof(x));
+	target[0] ^= 0x55;
+	T_ASSERT_OK(dht_get(nd[61], now, target, on_done, &x));
+	run_for(2000);
+	T_ASSERT(x.done && x.r.rc == -ENOENT && !x.r.has_record);
+	free_nodes();
+}
+
 static void table_saved_and_reloaded(void)
 {
 	uint8_t buf[64 * 1024];
@@ -355,4 +417,4 @@ T_MAIN(T_CASE(lookups_find_the_closest_node), T_CASE(providers_are_found_and_sur
        T_CASE(stores_need_a_token_from_the_same_address),
        T_CASE(replies_only_from_the_address_asked), T_CASE(floods_are_rate_limited),
        T_CASE(full_bucket_keeps_live_contacts_and_replaces_dead_ones),
-       T_CASE(table_saved_and_reloaded))
+       T_CASE(signed_records_put_get_replace_and_refuse), T_CASE(table_saved_and_reloaded))

@@ -34,6 +34,22 @@ static struct dht_msg sample(uint8_t type)
 		for (int i = 0; i < DHT_K; i++)
 			fill_contact(&m.nodes[i], i, i % 2 ? 4 : 6);
 	}
+	if (type == DHT_VALUE || type == DHT_PUT) {
+		m.has_record = true;
+		t_rand_fill(m.record.pk, 32);
+		m.record.salt_len = 5;
+		memcpy(m.record.salt, "salty", 5);
+		m.record.seq = 77;
+		m.record.value_len = 300;
+		t_rand_fill(m.record.value, 300);
+		t_rand_fill(m.record.sig, 64);
+		m.cas = 5;
+	}
+	if (type == DHT_VALUE) {
+		m.nnodes = 8;
+		for (int i = 0; i < 8; i++)
+			fill_contact(&m.nodes[i], i, 4);
+	}
 	if (type == DHT_PROVIDERS) {
 		m.nproviders = 3;
 		for (int i = 0; i < 3; i++)
@@ -42,9 +58,9 @@ static struct dht_msg sample(uint8_t type)
 	return m;
 }
 
-static const uint8_t types[] = { DHT_PING,	   DHT_PONG,	      DHT_FIND_NODE,
-				 DHT_NODES,	   DHT_GET_PROVIDERS, DHT_PROVIDERS,
-				 DHT_ADD_PROVIDER, DHT_ACK,	      DHT_ERROR };
+static const uint8_t types[] = { DHT_PING,	    DHT_PONG,	   DHT_FIND_NODE,    DHT_NODES,
+				 DHT_GET_PROVIDERS, DHT_PROVIDERS, DHT_ADD_PROVIDER, DHT_ACK,
+				 DHT_ERROR,	    DHT_GET,	   DHT_VALUE,	     DHT_PUT };
 
 static void every_type_round_trips(void)
 {
@@ -61,7 +77,7 @@ static void every_type_round_trips(void)
 		if (types[t] == DHT_FIND_NODE || types[t] == DHT_GET_PROVIDERS ||
 		    types[t] == DHT_ADD_PROVIDER)
 			T_ASSERT_MEM_EQ(back.target, m.target, DHT_ID_LEN);
-		if (types[t] == DHT_NODES || types[t] == DHT_PROVIDERS) {
+		if (types[t] == DHT_NODES || types[t] == DHT_PROVIDERS || types[t] == DHT_VALUE) {
 			/* Lists that would not fit a datagram are cut, never overflow. */
 			T_ASSERT(back.nnodes > 0 && back.nnodes <= m.nnodes);
 			for (size_t i = 0; i < back.nnodes; i++) {
@@ -77,6 +93,15 @@ static void every_type_round_trips(void)
 		}
 		if (types[t] == DHT_PONG)
 			T_ASSERT_EQ(back.observed.port, m.observed.port);
+		if (types[t] == DHT_VALUE || types[t] == DHT_PUT) {
+			T_ASSERT(back.has_record);
+			T_ASSERT_EQ(back.record.seq, 77);
+			T_ASSERT_EQ(back.record.value_len, 300);
+			T_ASSERT_MEM_EQ(back.record.value, m.record.value, 300);
+			T_ASSERT_MEM_EQ(back.record.sig, m.record.sig, 64);
+		}
+		if (types[t] == DHT_PUT)
+			T_ASSERT_EQ(back.cas, 5);
 	}
 }
 
@@ -133,7 +158,7 @@ static void random_bytes_never_crash(void)
 		t_rand_fill(buf, len);
 		if (len > 2) {
 			buf[0] = DHT_VERSION;
-			buf[1] = (uint8_t)(1 + t_rand() % 9);
+			buf[1] = (uint8_t)(1 + t_rand() % 12);
 		}
 		if (dht__msg_decode(buf, len, &back) == 0)
 			T_ASSERT(back.nnodes <= DHT_K && back.nproviders <= DHT_PROVIDERS_MAX);
