@@ -6,8 +6,8 @@ For each network size N: N nodes join through one; 100 keys are stored
 (p2pfs: provider records; OpenDHT: values) from random nodes and looked up
 from other random nodes; then 30 % of the nodes are killed without notice
 and the lookups are repeated at once. Printed for each system: success,
-lookup completion time (median, p99, max), memory per node, and the
-maintenance traffic of idle p2pfs nodes.
+lookup completion time (median, p99, max) and memory per node (idle
+maintenance traffic: tools/dhtsim --idle).
 
   targets for p2pfs: 100 % found before and after the kill, p99 after the
   kill <= 0.3 s, memory per node <= OpenDHT's
