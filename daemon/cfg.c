@@ -283,3 +283,25 @@ err:
 		cli_err("cannot create the state directory %s: %s", dir, strerror(-rc));
 	return rc;
 }
+
+int cfg_setup(struct cfg *c, const char *state_opt, const struct cfg_opt *set, unsigned nset)
+{
+	char *st = state_opt ? strdup(state_opt) : cfg_default_state_dir();
+
+	if (!st)
+		return EXIT_FAIL;
+	if (cfg_prepare_state_dir(st) < 0) {
+		free(st);
+		return EXIT_FAIL;
+	}
+	c->state_dir = realpath(st, NULL);
+	free(st);
+	if (!c->state_dir)
+		return EXIT_FAIL;
+	if (cfg_load_file(c, c->state_dir) < 0)
+		return EXIT_USAGE;
+	for (unsigned i = 0; i < nset; i++)
+		if (cfg_set(c, set[i].key, set[i].val, "command line") < 0)
+			return EXIT_USAGE;
+	return EXIT_OK;
+}

@@ -303,9 +303,7 @@ int cmd_mount(int argc, char **argv)
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
-	struct {
-		const char *key, *val;
-	} set[64];
+	struct cfg_opt set[64];
 	unsigned nset = 0;
 	const char *state_opt = NULL;
 	bool foreground = false, debug = false;
@@ -365,30 +363,8 @@ int cmd_mount(int argc, char **argv)
 		goto out;
 	if ((rc = check_fuse()) != EXIT_OK)
 		goto out;
-	{
-		char *st = state_opt ? strdup(state_opt) : cfg_default_state_dir();
-
-		rc = EXIT_FAIL;
-		if (!st)
-			goto out;
-		if (cfg_prepare_state_dir(st) < 0) {
-			free(st);
-			goto out;
-		}
-		cfg.state_dir = realpath(st, NULL);
-		free(st);
-		if (!cfg.state_dir)
-			goto out;
-	}
-	if (cfg_load_file(&cfg, cfg.state_dir) < 0) {
-		rc = EXIT_USAGE;
+	if ((rc = cfg_setup(&cfg, state_opt, set, nset)) != EXIT_OK)
 		goto out;
-	}
-	for (unsigned i = 0; i < nset; i++)
-		if (cfg_set(&cfg, set[i].key, set[i].val, "command line") < 0) {
-			rc = EXIT_USAGE;
-			goto out;
-		}
 	{
 		char what[4200];
 

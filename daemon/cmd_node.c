@@ -42,13 +42,11 @@ int cmd_node(int argc, char **argv)
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
-	struct {
-		const char *key, *val;
-	} set[2 * CFG_MAX_ADDRS + 4];
+	struct cfg_opt set[2 * CFG_MAX_ADDRS + 4];
 	unsigned nset = 0;
 	const char *state_opt = NULL;
 	struct cfg cfg;
-	char *st, what[4200];
+	char what[4200];
 	int c, rc = EXIT_FAIL;
 
 	optind = 1;
@@ -95,25 +93,8 @@ int cmd_node(int argc, char **argv)
 	for (int i = 1; i < argc; i++)
 		if (!strcmp(argv[i], "--foreground"))
 			cfg.foreground = true;
-	if (!(st = state_opt ? strdup(state_opt) : cfg_default_state_dir()))
+	if ((rc = cfg_setup(&cfg, state_opt, set, nset)) != EXIT_OK)
 		goto out;
-	if (cfg_prepare_state_dir(st) < 0) {
-		free(st);
-		goto out;
-	}
-	cfg.state_dir = realpath(st, NULL);
-	free(st);
-	if (!cfg.state_dir)
-		goto out;
-	if (cfg_load_file(&cfg, cfg.state_dir) < 0) {
-		rc = EXIT_USAGE;
-		goto out;
-	}
-	for (unsigned i = 0; i < nset; i++)
-		if (cfg_set(&cfg, set[i].key, set[i].val, "command line") < 0) {
-			rc = EXIT_USAGE;
-			goto out;
-		}
 	snprintf(what, sizeof(what), "node running (state %s)", cfg.state_dir);
 	rc = cli_start_daemon(&cfg, what);
 out:

@@ -59,6 +59,16 @@ char *cfg_default_state_dir(void);
 int cfg_load_file(struct cfg *c, const char *state_dir);
 /* Apply one "key", "value" setting (from the file or a --key value option). */
 int cfg_set(struct cfg *c, const char *key, const char *value, const char *where);
+/* One setting from the command line. */
+struct cfg_opt {
+	const char *key, *val;
+};
+/*
+ * Create and resolve the state dir (@state_opt, or the default), read its
+ * config file, then apply @set (the command line wins). Prints errors;
+ * returns EXIT_OK, EXIT_FAIL or EXIT_USAGE.
+ */
+int cfg_setup(struct cfg *c, const char *state_opt, const struct cfg_opt *set, unsigned nset);
 /* Create the state dir (mode 0700) and its sub-directories. Prints errors. */
 int cfg_prepare_state_dir(const char *dir);
 /* Join a path: caller frees. */

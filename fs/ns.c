@@ -898,14 +898,16 @@ static bool same_content(const struct ns_head *a, const struct ns_head *b)
 	return true;
 }
 
-static int copy_head(struct ns *ns, struct ns_head *dst, const struct ns_head *src)
+int ns__head_copy(struct ns *ns, struct ns_head *dst, const struct ns_head *src)
 {
 	size_t nl = strlen(src->name) + 1 + (src->type == NS_SYMLINK ? src->target_len + 1u : 0);
 
 	*dst = *src;
 	dst->vv = NULL;
+	dst->vv_n = 0;
 	dst->has_sig = 0;
 	dst->xattrs = NULL;
+	dst->state = NS_H_NONE;
 	if (!(dst->name = ns__alloc(ns, nl)))
 		return -ENOMEM;
 	memcpy(dst->name, src->name, nl);
@@ -966,7 +968,7 @@ static void virtual_add(struct ns *ns, struct ns_entry *e, const struct ns_head 
 		 ns->writers[loser->writer][2], ns->writers[loser->writer][3], tm.tm_year + 1900,
 		 tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec);
 	name_with_infix(loser->name, mid, name);
-	if (copy_head(ns, &nh, loser) < 0)
+	if (ns__head_copy(ns, &nh, loser) < 0)
 		return;
 	nl = strlen(name) + 1;
 	ns__free(ns, nh.name);
@@ -1024,7 +1026,7 @@ static void copies_update(struct ns *ns, struct ns_entry *e, uint8_t (*old)[NS_I
 	/* Copy the losers first: adding copies merges into other entries. */
 	for (unsigned i = 0; i < e->nmore && k < n; i++)
 		if (!e->more[i].deleted && !same_content(&e->more[i], &e->h) &&
-		    copy_head(ns, &losers[k], &e->more[i]) == 0)
+		    ns__head_copy(ns, &losers[k], &e->more[i]) == 0)
 			k++;
 	for (unsigned i = 0; i < k; i++) {
 		virtual_add(ns, e, &losers[i]);

@@ -141,6 +141,8 @@ struct ns_entry *ns__entry_find(struct ns *ns, const uint8_t id[static NS_ID_LEN
 struct ns_entry *ns__entry_get(struct ns *ns, const uint8_t id[static NS_ID_LEN]);
 struct ns_entry *ns__entry_by_ino(struct ns *ns, uint64_t ino);
 void ns__head_free(struct ns *ns, struct ns_head *h);
+/* A deep copy of @src's fields with no version vector, signature or state. */
+int ns__head_copy(struct ns *ns, struct ns_head *dst, const struct ns_head *src);
 /* Merge @nh (ownership passes) into @e. 1: the heads changed, 0: ignored, <0: error. */
 int ns__merge(struct ns *ns, struct ns_entry *e, struct ns_head *nh);
 /* Build a head from a decoded record. */

@@ -439,26 +439,7 @@ static int commit_local(struct ns *ns, struct ns_entry *e, struct ns_head *nh)
 /* A copy of @e's winner to modify. */
 static int head_dup(struct ns *ns, const struct ns_entry *e, struct ns_head *dst)
 {
-	const struct ns_head *src = &e->h;
-	size_t nl = strlen(src->name) + 1 + (src->type == NS_SYMLINK ? src->target_len + 1u : 0);
-
-	*dst = *src;
-	dst->vv = NULL;
-	dst->vv_n = 0;
-	dst->has_sig = 0;
-	dst->xattrs = NULL;
-	dst->state = NS_H_NONE;
-	if (!(dst->name = ns__alloc(ns, nl)))
-		return -ENOMEM;
-	memcpy(dst->name, src->name, nl);
-	if (src->xattrs_len) {
-		if (!(dst->xattrs = ns__alloc(ns, src->xattrs_len))) {
-			ns__free(ns, dst->name);
-			return -ENOMEM;
-		}
-		memcpy(dst->xattrs, src->xattrs, src->xattrs_len);
-	}
-	return 0;
+	return ns__head_copy(ns, dst, &e->h);
 }
 
 /* Give @nh a new name (keeping a symlink's target). */

@@ -220,36 +220,34 @@ long ns_record_encode(const struct ns_record *rec, uint8_t *buf, size_t cap)
 	return wbuf_done(&w);
 }
 
+/* What the share key signs: domain || share public key || body. */
+static size_t sig_msg(uint8_t *msg, const uint8_t share_pk[static 32], const uint8_t *body,
+		      size_t len)
+{
+	memcpy(msg, sig_domain, sizeof(sig_domain) - 1);
+	memcpy(msg + sizeof(sig_domain) - 1, share_pk, 32);
+	memcpy(msg + sizeof(sig_domain) - 1 + 32, body, len);
+	return sizeof(sig_domain) - 1 + 32 + len;
+}
+
 void ns_record_sign(uint8_t *buf, size_t body_len, const uint8_t share_pk[static 32],
 		    const uint8_t share_sk[static 64])
 {
-	/* Ed25519ph would hash first; plain Ed25519 over the concatenation keeps
-	 * signatures deterministic per record, which conflict copies rely on. */
+	/* Plain Ed25519 over the whole message keeps signatures deterministic
+	 * per record, which conflict copies rely on. */
 	uint8_t msg[sizeof(sig_domain) - 1 + 32 + NS_REC_MAX];
-	size_t n = 0;
+	size_t n = sig_msg(msg, share_pk, buf, body_len);
 
-	memcpy(msg, sig_domain, sizeof(sig_domain) - 1);
-	n += sizeof(sig_domain) - 1;
-	memcpy(msg + n, share_pk, 32);
-	n += 32;
-	memcpy(msg + n, buf, body_len);
-	n += body_len;
 	crypto_sign_detached(buf + body_len, NULL, msg, n, share_sk);
 }
 
 bool ns_record_verify(const uint8_t *buf, size_t len, const uint8_t share_pk[static 32])
 {
 	uint8_t msg[sizeof(sig_domain) - 1 + 32 + NS_REC_MAX];
-	size_t n = 0, body;
+	size_t n;
 
 	if (len < NS_REC_SIG_LEN || len > NS_REC_MAX)
 		return false;
-	body = len - NS_REC_SIG_LEN;
-	memcpy(msg, sig_domain, sizeof(sig_domain) - 1);
-	n += sizeof(sig_domain) - 1;
-	memcpy(msg + n, share_pk, 32);
-	n += 32;
-	memcpy(msg + n, buf, body);
-	n += body;
-	return crypto_sign_verify_detached(buf + body, msg, n, share_pk) == 0;
+	n = sig_msg(msg, share_pk, buf, len - NS_REC_SIG_LEN);
+	return crypto_sign_verify_detached(buf + len - NS_REC_SIG_LEN, msg, n, share_pk) == 0;
 }

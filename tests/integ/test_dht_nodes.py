@@ -133,7 +133,8 @@ def test_fifty_nodes_find_providers_through_churn_and_rejoin(net):
         key = f"key-{j}-{random.getrandbits(32)}"
         r = net.dht(p, "provide", key)
         assert r.returncode == 0, r.stderr
-        providers[key] = p    misses = lookup_all(net, providers, ids)
+        providers[key] = p
+    misses = lookup_all(net, providers, ids)
     assert not misses, f"{len(misses)} of {KEYS} keys not found: {misses[:3]}"
 
     # A signed mutable record: put on one node, read from another, replaced by a newer put.
@@ -145,7 +146,8 @@ def test_fifty_nodes_find_providers_through_churn_and_rejoin(net):
     assert net.dht(w, "put", "head", "version-2").returncode == 0
     r = net.dht(random.randrange(N), "get", pk, "head")
     assert "value version-2" in r.stdout, r.stdout
-# Fifteen nodes die without notice (never the bootstrap node: not needed, but
+
+    # Fifteen nodes die without notice (never the bootstrap node: not needed, but
     # a restart below must be able to rejoin without it anyway).
     victims = random.sample(range(1, N), KILL)
     for v in victims:
