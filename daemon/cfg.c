@@ -40,6 +40,7 @@ void cfg_done(struct cfg *c)
 {
 	free(c->state_dir);
 	free(c->mountpoint);
+	free(c->share_link);
 	for (unsigned i = 0; i < c->nlisten; i++)
 		free(c->listen[i]);
 	for (unsigned i = 0; i < c->nbootstrap; i++)
@@ -149,6 +150,10 @@ int cfg_set(struct cfg *c, const char *key, const char *v, const char *where)
 		rc = add_addr(c->listen, &c->nlisten, v, where, key);
 	} else if (!strcmp(key, "bootstrap")) {
 		rc = add_addr(c->bootstrap, &c->nbootstrap, v, where, key);
+	} else if (!strcmp(key, "share")) {
+		free(c->share_link);
+		if (!(c->share_link = strdup(v)))
+			rc = -ENOMEM;
 	} else if (!strcmp(key, "lan-discovery") || !strcmp(key, "lan_discovery")) {
 		if ((rc = parse_bool(v, &c->lan)) < 0)
 			cli_err("%s: lan-discovery '%s': use yes or no", where, v);

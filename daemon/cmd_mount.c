@@ -41,6 +41,8 @@ static void help(FILE *f)
 	    "  --log-level LEVEL     error, warn, notice, info (default) or debug\n"
 	    "  --listen ADDR:PORT    address to accept peers on (repeatable)\n"
 	    "  --bootstrap HOST:PORT a node to join the network through (repeatable)\n"
+	    "  --share LINK          mount the share of a link from 'p2pfs init' or 'p2pfs link'\n"
+	    "                        (p2pfs://w/... writes, p2pfs://r/... is read-only)\n"
 	    "  --no-writeback-cache  send every write to the daemon at once\n"
 	    "  --debug-fuse          log every FUSE request (very verbose)\n"
 	    "  -h, --help            this text\n\n"
@@ -298,6 +300,7 @@ int cmd_mount(int argc, char **argv)
 		{ "log-level", required_argument, NULL, 'l' },
 		{ "listen", required_argument, NULL, 'L' },
 		{ "bootstrap", required_argument, NULL, 'B' },
+		{ "share", required_argument, NULL, 'S' },
 		{ "no-writeback-cache", no_argument, NULL, 'W' },
 		{ "debug-fuse", no_argument, NULL, 'D' },
 		{ "help", no_argument, NULL, 'h' },
@@ -332,6 +335,9 @@ int cmd_mount(int argc, char **argv)
 			break;
 		case 'B':
 			key = "bootstrap";
+			break;
+		case 'S':
+			key = "share";
 			break;
 		case 'W':
 			key = "writeback-cache";

@@ -46,6 +46,7 @@ struct cfg {
 	char *bootstrap[CFG_MAX_ADDRS];
 	unsigned nbootstrap;
 	bool node_only;		 /* `p2pfs node`: the DHT, no mount */
+	char *share_link;	 /* mount --share LINK; NULL: the default share */
 	bool lan;		 /* LAN discovery by multicast */
 	unsigned provider_ttl_s; /* DHT provider records; 0: 24 h */
 };
@@ -138,6 +139,8 @@ int cmd_umount(int argc, char **argv);
 int cmd_status(int argc, char **argv);
 int cmd_scrub(int argc, char **argv);
 int cmd_node(int argc, char **argv);
+int cmd_init(int argc, char **argv);
+int cmd_link(int argc, char **argv);
 int cmd_stop(int argc, char **argv);
 int cmd_dht(int argc, char **argv);
 int cmd_sync(int argc, char **argv);

@@ -19,6 +19,8 @@ static const struct command commands[] = {
 	{ "status", cmd_status, "what the daemon is doing: files, storage, cache, activity" },
 	{ "sync", cmd_sync, "make every change so far durable on disk" },
 	{ "scrub", cmd_scrub, "re-verify every stored chunk against its id" },
+	{ "init", cmd_init, "create a new share and print its write and read links" },
+	{ "link", cmd_link, "print the links of a mounted share" },
 	{ "node", cmd_node, "run a DHT node with no mount (e.g. a bootstrap node)" },
 	{ "stop", cmd_stop, "stop a daemon (a node, or a mount like umount)" },
 	{ "dht", cmd_dht, "ask the DHT: find-node, provide, providers, bootstrap" },

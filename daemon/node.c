@@ -705,6 +705,16 @@ static void on_ctl(void *arg, struct ctl_conn *c, int argc, char **argv)
 		begin_shutdown(d, lazy, "p2pfs umount");
 	} else if (!strcmp(argv[0], "dht")) {
 		dht_request(d, c, argc, argv);
+	} else if (!strcmp(argv[0], "link") && !d->cfg->node_only) {
+		char link[SHARE_LINK_MAX];
+		bool ro = argc > 1 && !strcmp(argv[1], "read-only");
+
+		if (!ro && d->share.writable &&
+		    share_link(&d->share, true, link, sizeof(link)) == 0)
+			ctl_printf(c, "write link: %s", link);
+		if (share_link(&d->share, false, link, sizeof(link)) == 0)
+			ctl_printf(c, "read link:  %s", link);
+		ctl_end(c, 0, NULL);
 	} else if (d->cfg->node_only && (!strcmp(argv[0], "scrub") || !strcmp(argv[0], "sync"))) {
 		ctl_end(c, EXIT_USAGE, "a DHT node has no mount to %s", argv[0]);
 	} else if (!strcmp(argv[0], "scrub")) {
@@ -874,7 +884,8 @@ static int open_all(struct daemon *d)
 
 	if ((rc = block_signals()) < 0)
 		return rc;
-	if ((rc = share_default(cfg->state_dir, &d->share)) < 0)
+	if ((rc = cfg->share_link ? share_join(cfg->state_dir, cfg->share_link, &d->share)
+				  : share_default(cfg->state_dir, &d->share)) < 0)
 		return rc;
 	if ((rc = peer_ident_load(cfg->state_dir, 0, &d->ident)) < 0) {
 		cli_err_path(rc, "cannot load or create the node identity in", cfg->state_dir);

@@ -128,66 +128,219 @@ static int fsync_dir(const char *dir)
 	return rc;
 }
 
-static int share_create(const char *state_dir, struct share *s)
+/* Write @s's key file into STATE/shares/<hex>/ (creating the directory). */
+static int share_store(const char *state_dir, struct share *s)
 {
 	uint8_t buf[SHARE_FILE_LEN];
-	char hex[2 * SHARE_PK_LEN + 1], *shares, *dir = NULL, *path = NULL;
+	char hex[2 * SHARE_PK_LEN + 1], *dir = NULL, *path = NULL;
 	struct wbuf w;
+	int rc = -ENOMEM;
+
+	wbuf_init(&w, buf, sizeof(buf));
+	wbuf_u32(&w, SHARE_MAGIC);
+	wbuf_u8(&w, 1);
+	wbuf_u8(&w, s->writable ? 1 : 0);
+	wbuf_u16(&w, 0);
+	wbuf_bytes(&w, s->pk, SHARE_PK_LEN);
+	wbuf_bytes(&w, s->sk, SHARE_SK_LEN);
+	wbuf_bytes(&w, s->rk, SHARE_RK_LEN);
+	wbuf_u64(&w, XXH3_64bits(buf, SHARE_FILE_LEN - 8));
+	if (wbuf_done(&w) != SHARE_FILE_LEN)
+		return -EINVAL;
+	p2p_hex(hex, s->pk, SHARE_PK_LEN);
+	{
+		char *shares = cfg_path(state_dir, "shares");
+
+		dir = shares ? cfg_path(shares, hex) : NULL;
+		free(shares);
+	}
+	if (!dir || !(path = cfg_path(dir, "share.key")))
+		goto out;
+	if (mkdir(dir, 0700) < 0 && errno != EEXIST)
+		rc = -errno;
+	else if ((rc = write_atomic(path, buf, sizeof(buf))) == 0)
+		rc = fsync_dir(dir);
+	if (rc == 0) {
+		free(s->dir);
+		s->dir = dir;
+		dir = NULL;
+	}
+out:
+	sodium_memzero(buf, sizeof(buf));
+	free(dir);
+	free(path);
+	return rc;
+}
+
+static int set_default(const char *state_dir, const uint8_t pk[static SHARE_PK_LEN])
+{
+	char hex[2 * SHARE_PK_LEN + 1], *shares = cfg_path(state_dir, "shares");
+	char *def = shares ? cfg_path(shares, "default") : NULL;
+	int rc;
+
+	p2p_hex(hex, pk, SHARE_PK_LEN);
+	rc = def ? write_atomic(def, (const uint8_t *)hex, strlen(hex)) : -ENOMEM;
+	if (rc == 0)
+		rc = fsync_dir(shares);
+	free(def);
+	free(shares);
+	return rc;
+}
+
+int share_create(const char *state_dir, bool make_default, struct share *s)
+{
+	char hex[2 * SHARE_PK_LEN + 1];
 	int rc;
 
 	memset(s, 0, sizeof(*s));
 	crypto_sign_ed25519_keypair(s->pk, s->sk);
 	randombytes_buf(s->rk, sizeof(s->rk));
 	s->writable = true;
-	wbuf_init(&w, buf, sizeof(buf));
-	wbuf_u32(&w, SHARE_MAGIC);
-	wbuf_u8(&w, 1);
-	wbuf_u8(&w, 1);
-	wbuf_u16(&w, 0);
-	wbuf_bytes(&w, s->pk, SHARE_PK_LEN);
-	wbuf_bytes(&w, s->sk, SHARE_SK_LEN);
-	wbuf_bytes(&w, s->rk, SHARE_RK_LEN);
-	wbuf_u64(&w, XXH3_64bits(buf, SHARE_FILE_LEN - 8));
-	if (wbuf_done(&w) != SHARE_FILE_LEN) {
-		rc = -EINVAL;
-		goto out;
+	if ((rc = share_store(state_dir, s)) == 0 && make_default)
+		rc = set_default(state_dir, s->pk);
+	if (rc < 0) {
+		cli_err_path(rc, "cannot create a share in", state_dir);
+		share_done(s);
+		return rc;
 	}
 	p2p_hex(hex, s->pk, SHARE_PK_LEN);
-	rc = -ENOMEM;
-	if (!(shares = cfg_path(state_dir, "shares")))
-		goto out;
-	dir = cfg_path(shares, hex);
-	path = dir ? cfg_path(dir, "share.key") : NULL;
-	if (!path) {
-		free(shares);
-		goto out;
-	}
-	if (mkdir(dir, 0700) < 0 && errno != EEXIST)
-		rc = -errno;
-	else if ((rc = write_atomic(path, buf, sizeof(buf))) == 0)
-		rc = fsync_dir(dir);
-	if (rc == 0) {
-		char *def = cfg_path(shares, "default");
+	log_notice("created a new share %.16s…", hex);
+	return 0;
+}
 
-		rc = def ? write_atomic(def, (const uint8_t *)hex, strlen(hex)) : -ENOMEM;
-		if (rc == 0)
-			rc = fsync_dir(shares);
-		free(def);
+/* ---- links: p2pfs://w/<base32> (write) and p2pfs://r/<base32> (read) ----
+ * payload: version (1), then for w the Ed25519 seed (32) and the read key
+ * (32), for r the public key (32) and the read key (32); then 4 bytes of
+ * SHA-256("p2pfs-link" || kind || payload), so a typo is an error and never
+ * another share. Base32 (RFC 4648, lower case, no padding). */
+
+static const char b32[] = "abcdefghijklmnopqrstuvwxyz234567";
+#define LINK_PAYLOAD (1 + 32 + 32)
+#define LINK_BYTES (LINK_PAYLOAD + 4)
+
+static void link_sum(char kind, const uint8_t *payload, uint8_t out[4])
+{
+	crypto_hash_sha256_state st;
+	uint8_t h[32];
+
+	crypto_hash_sha256_init(&st);
+	crypto_hash_sha256_update(&st, (const uint8_t *)"p2pfs-link", 10);
+	crypto_hash_sha256_update(&st, (const uint8_t *)&kind, 1);
+	crypto_hash_sha256_update(&st, payload, LINK_PAYLOAD);
+	crypto_hash_sha256_final(&st, h);
+	memcpy(out, h, 4);
+}
+
+int share_link(const struct share *s, bool write, char *out, size_t len)
+{
+	uint8_t raw[LINK_BYTES];
+	char kind = write ? 'w' : 'r';
+	size_t o, bits = 0;
+	uint32_t acc = 0;
+
+	if (write && !s->writable)
+		return -EACCES;
+	if (len < 12 + (LINK_BYTES * 8 + 4) / 5 + 1)
+		return -ENOSPC;
+	raw[0] = 1;
+	memcpy(raw + 1, write ? s->sk : s->pk, 32); /* libsodium's sk starts with the seed */
+	memcpy(raw + 33, s->rk, 32);
+	link_sum(kind, raw, raw + LINK_PAYLOAD);
+	o = (size_t)snprintf(out, len, "p2pfs://%c/", kind);
+	for (size_t i = 0; i < LINK_BYTES; i++) {
+		acc = acc << 8 | raw[i];
+		bits += 8;
+		while (bits >= 5) {
+			out[o++] = b32[(acc >> (bits - 5)) & 31];
+			bits -= 5;
+		}
 	}
-	free(shares);
-	if (rc == 0) {
-		s->dir = dir;
-		dir = NULL;
-		log_notice("created a new share %.16s…", hex);
+	if (bits)
+		out[o++] = b32[(acc << (5 - bits)) & 31];
+	out[o] = '\0';
+	sodium_memzero(raw, sizeof(raw));
+	return 0;
+}
+
+int share_parse_link(const char *link, struct share *s)
+{
+	uint8_t raw[LINK_BYTES], sum[4];
+	size_t n = 0, bits = 0;
+	uint32_t acc = 0;
+	char kind;
+	const char *p;
+
+	memset(s, 0, sizeof(*s));
+	if (strncmp(link, "p2pfs://", 8) || (link[8] != 'w' && link[8] != 'r') || link[9] != '/')
+		return -EINVAL;
+	kind = link[8];
+	for (p = link + 10; *p; p++) {
+		const char *at = strchr(b32, *p >= 'A' && *p <= 'Z' ? *p - 'A' + 'a' : *p);
+
+		if (!at || !*p)
+			return -EINVAL;
+		acc = acc << 5 | (uint32_t)(at - b32);
+		bits += 5;
+		if (bits >= 8) {
+			if (n == LINK_BYTES)
+				return -EINVAL;
+			raw[n++] = (uint8_t)(acc >> (bits - 8));
+			bits -= 8;
+		}
+	}
+	if (n != LINK_BYTES || raw[0] != 1)
+		return -EINVAL;
+	link_sum(kind, raw, sum);
+	if (sodium_memcmp(sum, raw + LINK_PAYLOAD, 4) != 0)
+		return -EBADMSG;
+	memcpy(s->rk, raw + 33, 32);
+	if (kind == 'w') {
+		crypto_sign_ed25519_seed_keypair(s->pk, s->sk, raw + 1);
+		s->writable = true;
 	} else {
-		cli_err_path(rc, "cannot create a share in", state_dir);
+		memcpy(s->pk, raw + 1, 32);
 	}
-out:
-	sodium_memzero(buf, sizeof(buf));
-	free(dir);
-	free(path);
-	if (rc < 0)
+	sodium_memzero(raw, sizeof(raw));
+	return 0;
+}
+
+int share_join(const char *state_dir, const char *link, struct share *s)
+{
+	struct share have;
+	char hex[2 * SHARE_PK_LEN + 1], *shares, *dir;
+	int rc;
+
+	if ((rc = share_parse_link(link, s)) < 0) {
+		cli_err(rc == -EBADMSG
+			    ? "that share link has a typo (its checksum does not match): "
+			      "copy it again"
+			    : "'%s' is not a p2pfs share link (p2pfs://w/… or p2pfs://r/…)",
+			link);
+		return rc;
+	}
+	p2p_hex(hex, s->pk, SHARE_PK_LEN);
+	shares = cfg_path(state_dir, "shares");
+	dir = shares ? cfg_path(shares, hex) : NULL;
+	free(shares);
+	if (!dir) {
 		share_done(s);
+		return -ENOMEM;
+	}
+	/* Known already: keep it, but a write link upgrades a read-only copy. */
+	if (access(dir, F_OK) == 0 && (rc = share_load(dir, &have)) == 0) {
+		if (have.writable || !s->writable) {
+			share_done(s);
+			*s = have;
+			free(dir);
+			return 0;
+		}
+		share_done(&have);
+	}
+	free(dir);
+	if ((rc = share_store(state_dir, s)) < 0) {
+		cli_err_path(rc, "cannot store the share in", state_dir);
+		share_done(s);
+	}
 	return rc;
 }
 
@@ -206,7 +359,7 @@ int share_default(const char *state_dir, struct share *s)
 	if ((fd = open(def, O_RDONLY | O_CLOEXEC)) < 0) {
 		int open_err = errno;
 
-		rc = open_err == ENOENT ? share_create(state_dir, s) : -open_err;
+		rc = open_err == ENOENT ? share_create(state_dir, true, s) : -open_err;
 		if (rc < 0 && open_err != ENOENT)
 			cli_err_path(rc, "cannot read", def);
 		goto out;

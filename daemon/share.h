@@ -39,6 +39,15 @@ struct share {
 	char *dir; /* STATE/shares/<hex> */
 };
 
+/* A new share (keys made here) in @state_dir; the default one if @make_default. */
+P2P_MUST_CHECK int share_create(const char *state_dir, bool make_default, struct share *ret);
+/* The share of a link, stored in @state_dir if new (a write link upgrades a
+ * read-only copy). Prints errors: -EINVAL not a link, -EBADMSG a typo. */
+P2P_MUST_CHECK int share_join(const char *state_dir, const char *link, struct share *ret);
+P2P_MUST_CHECK int share_parse_link(const char *link, struct share *ret);
+/* "p2pfs://w/…" (needs the secret key: -EACCES) or "p2pfs://r/…". @len >= SHARE_LINK_MAX. */
+#define SHARE_LINK_MAX 128
+P2P_MUST_CHECK int share_link(const struct share *s, bool write, char *out, size_t len);
 /* Load the default share, creating a new share on first use. Prints errors. */
 P2P_MUST_CHECK int share_default(const char *state_dir, struct share *ret);
 P2P_MUST_CHECK int share_load(const char *dir, struct share *ret);

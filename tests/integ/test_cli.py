@@ -9,7 +9,7 @@ import tempfile
 import pytest
 from p2pfs_harness import Node, P2PFS, is_mounted, p2pfs, process_gone, run
 
-COMMANDS = ["mount", "umount", "status", "sync", "scrub", "node", "stop", "dht"]
+COMMANDS = ["mount", "umount", "status", "sync", "scrub", "node", "stop", "dht", "init", "link"]
 
 
 def test_version_and_help():
