@@ -515,14 +515,21 @@ int ns_create(struct ns *ns, uint64_t parent, const char *name, enum ns_type typ
 		return -EEXIST;
 	if ((rc = resurrect(ns, d)) < 0)
 		return rc;
-	/* The same path made on two nodes at once is one entry (ns.h rule 3);
-	 * an id still in use elsewhere (the entry was renamed away) is not reused. */
+	/* The same path made on two nodes at once is one entry (ns.h rule 3).
+	 * An id that has a record already is never taken over: its entry may
+	 * live on elsewhere (renamed away), or be removed but still open under
+	 * its inode number, which must not start to name the new file. The next
+	 * id is derived from the taken one, so that nodes that have seen the
+	 * same history still pick the same id. */
 	memcpy(key, d->id, NS_ID_LEN);
 	key[NS_ID_LEN] = (uint8_t)type;
 	crypto_generichash(id, sizeof(id), (const uint8_t *)name, nl, key, sizeof(key));
-	while ((e = ns__entry_find(ns, id)) && e->h.state != NS_H_NONE &&
-	       (!e->h.deleted || (e->flags & NS_E_SHOWN) || e == ns->root))
-		randombytes_buf(id, sizeof(id));
+	for (size_t steps = 0; (e = ns__entry_find(ns, id)) && e->h.state != NS_H_NONE; steps++) {
+		if (steps > ns->nentries) /* the chain went round: never with a 128-bit hash */
+			randombytes_buf(id, sizeof(id));
+		else
+			crypto_generichash(id, sizeof(id), id, sizeof(id), key, sizeof(key));
+	}
 	if (!(e = ns__entry_get(ns, id)))
 		return -ENOMEM;
 	memset(&nh, 0, sizeof(nh));
