@@ -362,15 +362,79 @@ static void name_with_infix(const char *name, const char *mid, char out[static N
 	out[stem + midlen + ext] = '\0';
 }
 
+/* Candidate @nbytes (4, 8 or 16) of @e's conflict name: "stem.conflict-<id>.ext"
+ * with the first @nbytes of its entry id in hex. */
+static void cname_candidate(const struct ns_entry *e, unsigned nbytes,
+			    char out[static NS_NAME_MAX + 1])
+{
+	char mid[16 + 2 * NS_ID_LEN];
+	int k = snprintf(mid, sizeof(mid), ".conflict-");
+
+	for (unsigned i = 0; i < nbytes; i++)
+		k += snprintf(mid + k, sizeof(mid) - (size_t)k, "%02x", e->id[i]);
+	name_with_infix(e->h.name, mid, out);
+}
+
+/* Is @name the real name of an entry shown under it in @p? */
+static bool real_name_taken(const struct ns *ns, const struct ns_entry *p, const char *name)
+{
+	size_t h = name_hash(p, name) & ns->name_mask;
+	uint32_t ino;
+
+	while ((ino = ns->name_tab[h])) {
+		const struct ns_entry *e = ns->by_ino[ino - 1];
+
+		if (e->lparent == p && !(e->flags & NS_E_CONFLICT) && !strcmp(e->h.name, name))
+			return true;
+		h = (h + 1) & ns->name_mask;
+	}
+	return false;
+}
+
+/* Is @cand also candidate @nbytes of another conflict-named entry beside @e? */
+static bool cname_shared(const struct ns *ns, const struct ns_entry *e, unsigned nbytes,
+			 const char *cand)
+{
+	char other[NS_NAME_MAX + 1];
+
+	for (size_t b = 0; b < ARRAY_SIZE(ns->cnames); b++)
+		for (const struct ns_cname *c = ns->cnames[b]; c; c = c->next) {
+			if (c->e == e || c->e->lparent != e->lparent)
+				continue;
+			cname_candidate(c->e, nbytes, other);
+			if (!strcmp(other, cand))
+				return true;
+		}
+	return false;
+}
+
+/*
+ * The conflict name of @e (rule 3): the first of its candidates (4, 8, then
+ * 16 id bytes) that is neither the real name of an entry shown in the
+ * directory (a user may give a file such a name; real names always keep
+ * theirs) nor the same candidate of another conflict-named entry there
+ * (entry ids that share a prefix: a writer can make them). A function of
+ * the entries shown in the directory only, so that names stay unique and
+ * the view stays a function of the heads; cnames_update() re-applies it.
+ */
+static void cname_make(const struct ns *ns, const struct ns_entry *e,
+		       char out[static NS_NAME_MAX + 1])
+{
+	for (unsigned n = 4; n < NS_ID_LEN; n *= 2) {
+		cname_candidate(e, n, out);
+		if (!real_name_taken(ns, e->lparent, out) && !cname_shared(ns, e, n, out))
+			return;
+	}
+	cname_candidate(e, NS_ID_LEN, out);
+}
+
 static void cname_set(struct ns *ns, struct ns_entry *e)
 {
-	char buf[NS_NAME_MAX + 1], mid[32];
+	char buf[NS_NAME_MAX + 1];
 	struct ns_cname *c;
 	size_t len;
 
-	snprintf(mid, sizeof(mid), ".conflict-%02x%02x%02x%02x", e->id[0], e->id[1], e->id[2],
-		 e->id[3]);
-	name_with_infix(e->h.name, mid, buf);
+	cname_make(ns, e, buf);
 	len = strlen(buf);
 	if (!(c = ns__alloc(ns, sizeof(*c) + len + 1)))
 		return; /* shown under its own name: a duplicate, but nothing lost */
@@ -477,6 +541,37 @@ static void notify(struct ns *ns, struct ns_entry *e)
 		ns->change_fn(ns->change_arg, e->lparent->ino, ns__vname(ns, e), e->ino);
 }
 
+/* After a change to what @p shows: give each conflict-named entry there the
+ * name cname_make() calls for now (which does not depend on the conflict
+ * names currently given, so the order of the updates does not matter). */
+static void cnames_update(struct ns *ns, struct ns_entry *p)
+{
+	uint32_t n = 0, want = p->dir->nconflict;
+	struct ns_entry **v = want ? malloc(want * sizeof(*v)) : NULL;
+
+	if (!v)
+		return; /* out of memory: names stay as they are until the next change */
+	for (size_t b = 0; b < ARRAY_SIZE(ns->cnames); b++)
+		for (struct ns_cname *c = ns->cnames[b]; c && n < want; c = c->next)
+			if (c->e->lparent == p)
+				v[n++] = c->e;
+	for (uint32_t i = 0; i < n; i++) {
+		struct ns_entry *c = v[i];
+		char name[NS_NAME_MAX + 1];
+
+		cname_make(ns, c, name);
+		if (!strcmp(name, ns__vname(ns, c)))
+			continue;
+		notify(ns, c);
+		name_unlink(ns, c);
+		cname_clear(ns, c);
+		cname_set(ns, c);
+		name_link(ns, c);
+		notify(ns, c);
+	}
+	free(v);
+}
+
 /* @e becomes shown: enter the name table, taking the name if it wins it. */
 static void show(struct ns *ns, struct ns_entry *e)
 {
@@ -487,7 +582,7 @@ static void show(struct ns *ns, struct ns_entry *e)
 		return;
 	holder = ns__name_find(ns, p, e->h.name);
 	if (holder && holder->flags & NS_E_CONFLICT)
-		holder = NULL; /* a conflict name equal to a real name: the real one is ours */
+		holder = NULL; /* a conflict name equal to our real name: it moves (below) */
 	if (holder) {
 		if (name_wins(ns, e, holder)) {
 			notify(ns, holder);
@@ -507,6 +602,8 @@ static void show(struct ns *ns, struct ns_entry *e)
 		dir->nsubdirs++;
 	dir_add_child(ns, p, e);
 	notify(ns, e);
+	if (dir->nconflict)
+		cnames_update(ns, p);
 }
 
 static void hide(struct ns *ns, struct ns_entry *e)
@@ -524,28 +621,27 @@ static void hide(struct ns *ns, struct ns_entry *e)
 	if (was_conflict) {
 		cname_clear(ns, e);
 		dir->nconflict--;
-		return;
-	}
-	if (dir->nconflict == 0)
-		return;
-	/* Hand the name to the greatest entry that was shown under a conflict name. */
-	struct ns_entry *best = NULL;
+	} else if (dir->nconflict) {
+		/* Hand the name to the greatest entry shown under a conflict name
+		 * for it (the conflict-named are few: look at them only). */
+		struct ns_entry *best = NULL;
 
-	for (uint32_t i = 0; i < dir->n; i++) {
-		struct ns_entry *c = dir->v[i];
-
-		if (c->lparent == p && (c->flags & NS_E_SHOWN) && (c->flags & NS_E_CONFLICT) &&
-		    !strcmp(c->h.name, e->h.name) && (!best || name_wins(ns, c, best)))
-			best = c;
+		for (size_t b = 0; b < ARRAY_SIZE(ns->cnames); b++)
+			for (struct ns_cname *c = ns->cnames[b]; c; c = c->next)
+				if (c->e->lparent == p && !strcmp(c->e->h.name, e->h.name) &&
+				    (!best || name_wins(ns, c->e, best)))
+					best = c->e;
+		if (best) {
+			notify(ns, best);
+			name_unlink(ns, best);
+			cname_clear(ns, best);
+			name_link(ns, best);
+			dir->nconflict--;
+			notify(ns, best);
+		}
 	}
-	if (best) {
-		notify(ns, best);
-		name_unlink(ns, best);
-		cname_clear(ns, best);
-		name_link(ns, best);
-		dir->nconflict--;
-		notify(ns, best);
-	}
+	if (dir->nconflict)
+		cnames_update(ns, p);
 }
 
 /* A child of @p changed its live-below state by @delta: propagate upwards. */
@@ -665,21 +761,23 @@ static void attach(struct ns *ns, struct ns_entry *e)
 }
 
 /* Re-examine entries moved to the root out of cycles: the cycle may be gone,
- * or another member may now be the greatest. */
+ * or another member may now be the greatest. Each is looked at once, from a
+ * copy of the list: re-attaching one can break or mend others, and
+ * set_broken() reorders the list, so scanning it in place skipped entries
+ * (an entry then stayed under the root depending on the arrival order). */
 static void recheck_broken(struct ns *ns)
 {
-	for (size_t i = 0; i < ns->broken.n;) {
-		struct ns_entry *b = ns->broken.v[i];
-		size_t n = ns->broken.n;
+	struct ns_ptrvec todo = ns->broken;
+
+	memset(&ns->broken, 0, sizeof(ns->broken));
+	for (size_t i = 0; i < todo.n; i++) {
+		struct ns_entry *b = todo.v[i];
 
 		detach(ns, b);
 		set_broken(ns, b, false);
 		attach(ns, b);
-		/* set_broken reorders the vector: restart the scan when it shrank. */
-		if (ns->broken.n < n)
-			continue;
-		i++;
 	}
+	free(todo.v);
 }
 
 /* ---- heads ---- */
@@ -843,9 +941,12 @@ int ns__merge(struct ns *ns, struct ns_entry *e, struct ns_head *nh)
 	/* Drop the heads that the new one dominates. */
 	for (unsigned i = 0; i < n; i++) {
 		if (i != n - 1 && dominates(&all[n - 1], &all[i])) {
-			ns->st.records--;
-			if (all[i].deleted)
-				ns->st.tombstones--;
+			/* The root's stand-in (no record yet) was never counted. */
+			if (all[i].state != NS_H_IMPLICIT) {
+				ns->st.records--;
+				if (all[i].deleted)
+					ns->st.tombstones--;
+			}
 			ns__head_free(ns, &all[i]);
 			continue;
 		}
