@@ -427,9 +427,9 @@ static int kick_tx(struct tp_conn *c)
 
 	if (c->tx_busy || c->st == C_CONNECTING || c->st >= C_LINGER)
 		return 0;
-	if (c->q.a_start == c->q.a_end && !c->q.b_used)
+	txq_consume(&c->q, 0); /* region B moves up if A is empty */
+	if (!(len = c->q.a_end - c->q.a_start))
 		return 0;
-	len = c->q.a_end - c->q.a_start;
 	ev_op_init(&c->tx_op, on_tx);
 	if ((rc = ev_send(c->loop, &c->tx_op, c->fd, c->q.p + c->q.a_start, len, MSG_NOSIGNAL)) < 0)
 		return rc;

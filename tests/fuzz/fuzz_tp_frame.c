@@ -23,6 +23,8 @@
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
+#define PT_MAX 4096 /* plaintext of the frames that mode 4 edits */
+
 static struct peer_ident *ida, *idb;
 
 #define CHECK(e)                 \
@@ -48,20 +50,19 @@ static void session(struct tp **i, struct tp **r)
 	      tp_hs_input(*i, m2, l2, m3, &l3) == 1 && tp_hs_input(*r, m3, l3, out, &lo) == 1);
 }
 
-/* Apply (u16 offset, u8 xor) edits from @r to @buf; true if any byte changed. */
+/* Apply (u16 offset, u8 xor) edits from @r to @buf; true if any byte ends up changed. */
 static bool edit(struct rbuf *r, uint8_t *buf, size_t len)
 {
-	bool changed = false;
+	static uint8_t orig[PT_MAX + TP_OVERHEAD];
 	uint16_t off;
 	uint8_t x;
 
-	while (rbuf_u16(r, &off) == 0 && rbuf_u8(r, &x) == 0) {
-		if (!len)
-			break;
-		buf[off % len] ^= x;
-		changed |= x != 0;
-	}
-	return changed;
+	if (!len || len > sizeof(orig))
+		return false;
+	memcpy(orig, buf, len);
+	while (rbuf_u16(r, &off) == 0 && rbuf_u8(r, &x) == 0)
+		buf[off % len] ^= x; /* edits may cancel out: compare at the end */
+	return memcmp(orig, buf, len) != 0;
 }
 
 static void frames_stream(const uint8_t *in, size_t size)
@@ -98,7 +99,7 @@ static void frames_stream(const uint8_t *in, size_t size)
 
 static void edited_frame(const uint8_t *in, size_t size)
 {
-	static uint8_t pt[4096], f[sizeof(pt) + TP_OVERHEAD];
+	static uint8_t pt[PT_MAX], f[PT_MAX + TP_OVERHEAD];
 	struct tp *i, *r;
 	struct rbuf rb;
 	uint16_t len;

@@ -38,8 +38,9 @@ struct side {
 	uint64_t frames, bytes;
 	uint8_t last[64];
 	size_t last_len;
-	bool echo;	     /* answer "ping" with "pong" */
-	bool verify;	     /* frames are gen_frame(k) in order */
+	bool echo;   /* answer "ping" with "pong" */
+	bool verify; /* frames are gen_frame(k) in order, of len_of(k) bytes */
+	size_t (*len_of)(uint64_t k);
 	int bad;	     /* frames that were not what gen_frame made */
 	bool close_on_frame; /* tp_conn_close() from the frame callback */
 	bool abort_on_frame; /* tp_conn_abort() from the frame callback */
@@ -65,6 +66,12 @@ static size_t gen_len(uint64_t k)
 	return lens[k % ARRAY_SIZE(lens)];
 }
 
+/* Mostly small frames, so reads end inside frames, with a large one now and then. */
+static size_t gen_len_small(uint64_t k)
+{
+	return k % 400 == 399 ? TP_FRAME_MAX - k % 7 : 1 + (k * 7919) % 3000;
+}
+
 static void gen_frame(uint64_t k, uint8_t *buf, size_t len)
 {
 	uint64_t x = k * 0x9e3779b97f4a7c15ULL + 1;
@@ -87,8 +94,10 @@ static void on_frame(void *arg, struct tp_conn *c, uint8_t *data, size_t len)
 
 		if (!want)
 			T_ASSERT(want = malloc(TP_FRAME_MAX));
-		gen_frame(s->frames, want, gen_len(s->frames));
-		if (len != gen_len(s->frames) || memcmp(data, want, len) != 0)
+		size_t want_len = s->len_of ? s->len_of(s->frames) : gen_len(s->frames);
+
+		gen_frame(s->frames, want, want_len);
+		if (len != want_len || memcmp(data, want, len) != 0)
 			s->bad++;
 	}
 	s->frames++;
@@ -235,20 +244,16 @@ static void handshake_and_frames_both_ways(void)
 	pair_done(&p);
 }
 
-static void large_and_mixed_frames_arrive_intact(void)
+/* Send frames 0..n-1 of @len_of from the client, waiting on backpressure. */
+static void send_frames(struct pair *p, uint64_t n, size_t (*len_of)(uint64_t k), int *ret_full)
 {
-	struct pair p = { 0 };
 	uint8_t *buf = malloc(TP_FRAME_MAX);
-	uint64_t k = 0, n = 120, want_bytes = 0;
+	uint64_t k = 0;
 	int full = 0;
 
 	T_ASSERT(buf);
-	pair_up(&p);
-	p.srv.verify = true;
-	for (uint64_t j = 0; j < n; j++)
-		want_bytes += gen_len(j);
 	while (k < n) {
-		size_t len = gen_len(k);
+		size_t len = len_of(k);
 		int rc;
 
 		gen_frame(k, buf, len);
@@ -257,21 +262,37 @@ static void large_and_mixed_frames_arrive_intact(void)
 						{ buf + 1, len / 2 },
 						{ buf + 1 + len / 2, len - 1 - len / 2 } };
 
-			rc = tp_conn_sendv(p.cli.c, iov, 3);
+			rc = tp_conn_sendv(p->cli.c, iov, 3);
 		} else {
-			rc = tp_conn_send(p.cli.c, buf, len);
+			rc = tp_conn_send(p->cli.c, buf, len);
 		}
 		if (rc == -ENOBUFS) {
-			int w = p.cli.writable;
+			int w = p->cli.writable;
 
 			full++;
-			RUN_UNTIL(p.l, p.cli.writable > w, 5000);
-			T_ASSERT(p.cli.writable > w);
+			RUN_UNTIL(p->l, p->cli.writable > w, 5000);
+			T_ASSERT(p->cli.writable > w);
 			continue;
 		}
 		T_ASSERT_OK(rc);
 		k++;
 	}
+	free(buf);
+	*ret_full = full;
+}
+
+static void frames_arrive_intact(size_t (*len_of)(uint64_t k), uint64_t n)
+{
+	struct pair p = { 0 };
+	uint64_t want_bytes = 0;
+	int full;
+
+	pair_up(&p);
+	p.srv.verify = true;
+	p.srv.len_of = len_of;
+	for (uint64_t j = 0; j < n; j++)
+		want_bytes += len_of(j);
+	send_frames(&p, n, len_of, &full);
 	RUN_UNTIL(p.l, p.srv.frames == n, 10000);
 	T_ASSERT_EQ(p.srv.frames, n);
 	T_ASSERT_EQ(p.srv.bad, 0);
@@ -282,7 +303,18 @@ static void large_and_mixed_frames_arrive_intact(void)
 	RUN_UNTIL(p.l, p.srv.downs, 3000);
 	T_ASSERT_EQ(p.srv.downs, 1);
 	pair_done(&p);
-	free(buf);
+}
+
+static void large_and_mixed_frames_arrive_intact(void)
+{
+	frames_arrive_intact(gen_len, 120);
+}
+
+static void small_frames_in_bulk_arrive_intact(void)
+{
+	/* Thousands of small frames per read, a partial one at the end of most
+	 * reads, and large frames that start deep in the buffer. */
+	frames_arrive_intact(gen_len_small, 4000);
 }
 
 static void wrong_peer_or_network_refused(void)
@@ -687,8 +719,8 @@ static void ipv6_loopback(void)
 }
 
 T_MAIN(T_CASE(handshake_and_frames_both_ways), T_CASE(large_and_mixed_frames_arrive_intact),
-       T_CASE(wrong_peer_or_network_refused), T_CASE(connect_refused_or_timed_out),
-       T_CASE(handshake_deadline_both_ways), T_CASE(keepalives_hold_and_silence_ends),
-       T_CASE(bad_input_from_a_peer_closes), T_CASE(close_delivers_what_was_queued),
-       T_CASE(callbacks_may_close_or_abort), T_CASE(listener_limits_pending_handshakes),
-       T_CASE(ipv6_loopback))
+       T_CASE(small_frames_in_bulk_arrive_intact), T_CASE(wrong_peer_or_network_refused),
+       T_CASE(connect_refused_or_timed_out), T_CASE(handshake_deadline_both_ways),
+       T_CASE(keepalives_hold_and_silence_ends), T_CASE(bad_input_from_a_peer_closes),
+       T_CASE(close_delivers_what_was_queued), T_CASE(callbacks_may_close_or_abort),
+       T_CASE(listener_limits_pending_handshakes), T_CASE(ipv6_loopback))
