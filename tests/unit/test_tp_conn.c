@@ -592,6 +592,39 @@ static void bad_input_from_a_peer_closes(void)
 	pair_done(&p);
 }
 
+static void peer_that_stops_reading_times_out(void)
+{
+	struct tp_conn_opts so = { .ident = idb, .idle_ms = 300, .keepalive_ms = 100 };
+	uint8_t ka[TP_OVERHEAD], *buf = malloc(1 << 20);
+	struct pair p = { 0 };
+	uint64_t end, next_ka = 0;
+	struct raw r;
+
+	/* The peer keeps sending keepalives, so it is not silent, but reads
+	 * nothing: once the kernel's buffers and our queue are full, queued
+	 * frames make no progress and the deadline ends the connection. */
+	T_ASSERT(buf);
+	memset(buf, 0x11, 1 << 20);
+	pair_listen(&p, &so);
+	raw_up(&p, &r);
+	end = tm_mono_ms() + 8000;
+	while (!p.srv.downs && tm_mono_ms() < end) {
+		if (p.srv.c && tp_conn_send(p.srv.c, buf, 1 << 20) == 0)
+			continue;
+		if (tm_mono_ms() >= next_ka) {
+			T_ASSERT_EQ(tp_seal(r.tp, NULL, 0, ka), TP_OVERHEAD);
+			raw_write(p.l, r.fd, ka, sizeof(ka));
+			next_ka = tm_mono_ms() + 50;
+		}
+		T_ASSERT(ev_loop_run_once(p.l, 10) >= 0);
+	}
+	T_ASSERT_EQ(p.srv.downs, 1);
+	T_ASSERT_EQ(p.srv.reason, -ETIMEDOUT);
+	raw_done(&r);
+	pair_done(&p);
+	free(buf);
+}
+
 static void close_delivers_what_was_queued(void)
 {
 	struct pair p = { 0 };
@@ -722,5 +755,6 @@ T_MAIN(T_CASE(handshake_and_frames_both_ways), T_CASE(large_and_mixed_frames_arr
        T_CASE(small_frames_in_bulk_arrive_intact), T_CASE(wrong_peer_or_network_refused),
        T_CASE(connect_refused_or_timed_out), T_CASE(handshake_deadline_both_ways),
        T_CASE(keepalives_hold_and_silence_ends), T_CASE(bad_input_from_a_peer_closes),
-       T_CASE(close_delivers_what_was_queued), T_CASE(callbacks_may_close_or_abort),
-       T_CASE(listener_limits_pending_handshakes), T_CASE(ipv6_loopback))
+       T_CASE(peer_that_stops_reading_times_out), T_CASE(close_delivers_what_was_queued),
+       T_CASE(callbacks_may_close_or_abort), T_CASE(listener_limits_pending_handshakes),
+       T_CASE(ipv6_loopback))
