@@ -6,8 +6,10 @@
  *   one connection over loopback, 1 MiB frames   beside iperf3 -c, one stream
  *                                                (rounds alternate; medians;
  *                                                target >= 50 %)
- *   handshakes per second: engine, and whole     beside the primitives they
- *   TCP connections through tp_conn              are made of
+ *   handshakes per second: engine, and whole     beside TLS 1.3 with mutual
+ *   TCP connections through tp_conn              authentication (OpenSSL, the
+ *                                                same X25519 and Ed25519), and
+ *                                                the primitives they are made of
  *   frame seal and open, 1 MiB / 64 KiB / 1 KiB  beside memcpy and bare
  *                                                EVP AES-256-GCM
  *
@@ -37,6 +39,11 @@
 #include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
+
+#ifdef BENCH_TP_TLS
+#include <openssl/ssl.h>
+#include <openssl/x509.h>
+#endif
 
 extern char **environ;
 
@@ -155,6 +162,98 @@ static void op_ed25519_verify(void)
 	if (!peer_sig_verify(peer_ident_pk(ida), prim_out, 32, prim_sig))
 		die("verify");
 }
+
+#ifdef BENCH_TP_TLS
+/*
+ * The baseline: a full TLS 1.3 handshake in memory between two OpenSSL
+ * endpoints that authenticate each other with self-signed Ed25519
+ * certificates over an X25519 exchange (no resumption, no tickets), which
+ * is what the transport's handshake gives, done the standard way.
+ */
+static X509 *tls_cert(EVP_PKEY *k)
+{
+	X509 *x = X509_new();
+	X509_NAME *n;
+
+	if (!x || X509_set_version(x, 2) != 1 ||
+	    ASN1_INTEGER_set(X509_get_serialNumber(x), 1) != 1 ||
+	    !X509_gmtime_adj(X509_getm_notBefore(x), 0) ||
+	    !X509_gmtime_adj(X509_getm_notAfter(x), 3600) || X509_set_pubkey(x, k) != 1 ||
+	    !(n = X509_get_subject_name(x)) ||
+	    X509_NAME_add_entry_by_txt(n, "CN", MBSTRING_ASC, (const unsigned char *)"bench", -1,
+				       -1, 0) != 1 ||
+	    X509_set_issuer_name(x, n) != 1 || X509_sign(x, k, NULL) <= 0)
+		die("TLS: certificate");
+	return x;
+}
+
+static int tls_accept_any(int ok, X509_STORE_CTX *ctx)
+{
+	(void)ok;
+	(void)ctx;
+	return 1; /* self-signed: identity is the key, as in p2pfs */
+}
+
+static SSL_CTX *tls_ctx(bool server, EVP_PKEY *k, X509 *x)
+{
+	SSL_CTX *c = SSL_CTX_new(server ? TLS_server_method() : TLS_client_method());
+
+	if (!c || SSL_CTX_set_min_proto_version(c, TLS1_3_VERSION) != 1 ||
+	    SSL_CTX_set_max_proto_version(c, TLS1_3_VERSION) != 1 ||
+	    SSL_CTX_set1_groups_list(c, "X25519") != 1 ||
+	    SSL_CTX_set_ciphersuites(c, "TLS_AES_256_GCM_SHA384") != 1 ||
+	    SSL_CTX_use_certificate(c, x) != 1 || SSL_CTX_use_PrivateKey(c, k) != 1)
+		die("TLS: context");
+	SSL_CTX_set_verify(c, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, tls_accept_any);
+	SSL_CTX_set_session_cache_mode(c, SSL_SESS_CACHE_OFF);
+	SSL_CTX_set_options(c, SSL_OP_NO_TICKET);
+	return c;
+}
+
+static double tls_handshakes(void)
+{
+	EVP_PKEY *ka = EVP_PKEY_Q_keygen(NULL, NULL, "ED25519");
+	EVP_PKEY *kb = EVP_PKEY_Q_keygen(NULL, NULL, "ED25519");
+	X509 *xa, *xb;
+	SSL_CTX *cc, *sc;
+	uint64_t n = 0;
+	double t0, t;
+
+	if (!ka || !kb)
+		die("TLS: keys");
+	xa = tls_cert(ka);
+	xb = tls_cert(kb);
+	cc = tls_ctx(false, ka, xa);
+	sc = tls_ctx(true, kb, xb);
+	for (t0 = now_s(); (t = now_s()) - t0 < short_s; n++) {
+		SSL *c = SSL_new(cc), *s = SSL_new(sc);
+		BIO *bc, *bs;
+		int rc = 0, rs = 0;
+
+		if (!c || !s || BIO_new_bio_pair(&bc, 0, &bs, 0) != 1)
+			die("TLS: session");
+		SSL_set_bio(c, bc, bc);
+		SSL_set_bio(s, bs, bs);
+		SSL_set_connect_state(c);
+		SSL_set_accept_state(s);
+		for (int k = 0; k < 16 && (rc != 1 || rs != 1); k++) {
+			rc = SSL_do_handshake(c);
+			rs = SSL_do_handshake(s);
+		}
+		if (rc != 1 || rs != 1 || !SSL_get0_peer_certificate(s))
+			die("TLS: handshake failed");
+		SSL_free(c);
+		SSL_free(s);
+	}
+	SSL_CTX_free(cc);
+	SSL_CTX_free(sc);
+	X509_free(xa);
+	X509_free(xb);
+	EVP_PKEY_free(ka);
+	EVP_PKEY_free(kb);
+	return (double)n / (t - t0);
+}
+#endif
 
 /* ---- frames: seal and open beside memcpy and bare EVP ---- */
 
@@ -620,6 +719,15 @@ static bool part_handshake(void)
 	int failed;
 
 	hs_engine = engine_handshakes();
+#ifdef BENCH_TP_TLS
+	{
+		double tls = tls_handshakes();
+
+		printf("| handshakes/s, both ends on one core | TLS 1.3, mutual Ed25519 + X25519 "
+		       "(OpenSSL) %.0f /s | %.0f /s | %.2f |\n",
+		       tls, hs_engine, hs_engine / tls);
+	}
+#endif
 	crypto_box_keypair(prim_epk, prim_sk);
 	us[0] = per_op_us(op_x25519_keygen);
 	us[1] = per_op_us(op_x25519_dh);
@@ -627,11 +735,11 @@ static bool part_handshake(void)
 	us[3] = per_op_us(op_ed25519_verify);
 	sum = 2 * (us[0] + us[1] + us[2] + us[3]);
 	hs_tcp = tcp_handshakes(&failed);
-	printf("| handshakes/s, engine, both ends on one core | its primitives: %.0f us | %.0f /s "
-	       "(%.0f us) | %.2f |\n",
-	       sum, hs_engine, 1e6 / hs_engine, sum / (1e6 / hs_engine));
-	printf("| TCP connections/s through tp_conn, both ends on one core | engine %.0f /s | "
-	       "%.0f /s%s | %.2f |\n",
+	printf("| time per handshake, both ends | its primitives alone: %.0f us | %.0f us | "
+	       "%.2f |\n",
+	       sum, 1e6 / hs_engine, (1e6 / hs_engine) / sum);
+	printf("| TCP connections/s through tp_conn, both ends on one core | engine alone %.0f "
+	       "/s | %.0f /s%s | %.2f |\n",
 	       hs_engine, hs_tcp, failed ? " (some FAILED)" : "", hs_tcp / hs_engine);
 	printf("| primitives (libsodium), us | X25519 keygen %.0f, DH %.0f; Ed25519 sign %.0f, "
 	       "verify %.0f | - | - |\n",
