@@ -1,29 +1,41 @@
 // SPDX-License-Identifier: MIT
 /*
- * net/dht_msg.c - the DHT's binary messages.
+ * net/dht_msg.c - the DHT's datagrams: encoding and bounds-checked decoding.
+ * No state, no I/O, no allocation.
  *
- *   u8 version (1) | u8 type | u64 transaction id | 32 sender id | body
+ * Every datagram (big-endian, at most DHT_MSG_MAX = 1400 bytes both ways):
  *
- *   PING          -
- *   PONG          address (the requester's, as the responder saw it)
- *   FIND_NODE     32 target
- *   NODES         u8 n (<= 20), n contacts
- *   GET_PROVIDERS 32 key
- *   PROVIDERS     u64 token, u8 p (<= 16), p contacts, u8 n (<= 20), n contacts
- *   ADD_PROVIDER  32 key, u64 token, u16 port
- *   ACK           - *   ERROR         u8 code
- *   GET           32 target
- *   VALUE         u64 token, u8 has (0/1), [record], u8 n (<= 20), n contacts
- *   PUT           u64 token, u64 cas, record
+ *   off  size  field
+ *     0     1  version (2)
+ *     1     1  type
+ *     2     8  transaction id (chosen at random by the requester; echoed)
+ *    10    32  sender's node id
+ *    42     -  body:
  *
+ *   PING           -
+ *   PONG           address: the requester's, as the responder saw it
+ *   FIND_NODE      32 target
+ *   NODES          u64 token, u8 n (<= 20), n contacts
+ *   GET_PROVIDERS  32 key
+ *   PROVIDERS      u64 token, u8 p (<= 16), p contacts, u8 n (<= 20), n contacts
+ *   ADD_PROVIDER   32 key, u64 token, u16 port (0: the source port)
+ *   ACK            -
+ *   ERROR          u8 code (enum dht_err), u64 seq (the stored one, for SEQ and CAS)
+ *   GET            32 target, u64 seq (send the record only if it is newer; 0: any)
+ *   VALUE          u64 token, u8 has (0 or 1), [record], u8 n (<= 20), n contacts
+ *   PUT            u64 token, u64 cas (0: none), record
+ *
+ *   address = u8 family (4 or 6), 4 or 16 bytes, u16 port (not 0; address not all zero)
+ *   contact = 32 id, address                         (39 or 51 bytes)
  *   record  = 32 public key, u8 salt length (<= 64), salt, u64 seq,
  *             u16 value length (<= 1000), value, 64 signature
  *
- *   address = u8 family (4 or 6), 4 or 16 bytes, u16 port (not 0)
- *   contact = 32 id, address
- *
- * Big-endian; nothing may follow the body; a datagram is at most
- * DHT_MSG_MAX bytes both ways.
+ * Invariants:
+ *  1. Decoding never reads outside [buf, buf + len): everything goes through
+ *     an rbuf; counts and lengths are checked against their maxima before
+ *     anything is read, and nothing may follow the body.
+ *  2. Whatever the encoder produces decodes (the fuzz target checks every
+ *     datagram the engine sends); lists too long for one datagram are cut.
  */
 #include "net/dht_int.h"
 #include "common/rbuf.h"
@@ -33,8 +45,25 @@
 
 bool dht__addr_valid(const struct dht_addr *a)
 {
-	return (a->family == 4 || a->family == 6) && a->port != 0;
+	static const uint8_t zero[16];
+
+	if ((a->family != 4 && a->family != 6) || a->port == 0)
+		return false;
+	return memcmp(a->ip, zero, a->family == 4 ? 4 : 16) != 0;
 }
+
+bool dht_addr_eq(const struct dht_addr *a, const struct dht_addr *b)
+{
+	return a->family == b->family && a->port == b->port &&
+	       !memcmp(a->ip, b->ip, a->family == 4 ? 4 : 16);
+}
+
+size_t dht__contact_wire_len(const struct dht_contact *c)
+{
+	return DHT_ID_LEN + 1 + (c->addr.family == 4 ? 4 : 16) + 2;
+}
+
+/* ---- decoding ---- */
 
 static int get_addr(struct rbuf *r, struct dht_addr *a)
 {
@@ -48,7 +77,7 @@ static int get_addr(struct rbuf *r, struct dht_addr *a)
 	if ((rc = rbuf_copy(r, a->ip, a->family == 4 ? 4 : 16)) < 0 ||
 	    (rc = rbuf_u16(r, &a->port)) < 0)
 		return rc;
-	return a->port ? 0 : -EPROTO;
+	return dht__addr_valid(a) ? 0 : -EPROTO;
 }
 
 static int get_contacts(struct rbuf *r, struct dht_contact *out, size_t max, size_t *ret_n)
@@ -58,7 +87,7 @@ static int get_contacts(struct rbuf *r, struct dht_contact *out, size_t max, siz
 
 	if ((rc = rbuf_u8(r, &n)) < 0)
 		return rc;
-	if (n > max) /* cap before the loop */
+	if (n > max) /* cap before the loop, not inside it */
 		return -EPROTO;
 	for (size_t i = 0; i < n; i++)
 		if ((rc = rbuf_copy(r, out[i].id, DHT_ID_LEN)) < 0 ||
@@ -87,6 +116,61 @@ static int get_record(struct rbuf *r, struct dht_record *rec)
 	return 0;
 }
 
+static int get_body(struct rbuf *r, struct dht_msg *m)
+{
+	uint8_t has;
+	int rc;
+
+	switch (m->type) {
+	case DHT_PING:
+	case DHT_ACK:
+		return 0;
+	case DHT_PONG:
+		return get_addr(r, &m->observed);
+	case DHT_FIND_NODE:
+	case DHT_GET_PROVIDERS:
+		return rbuf_copy(r, m->target, DHT_ID_LEN);
+	case DHT_NODES:
+		if ((rc = rbuf_u64(r, &m->token)) < 0)
+			return rc;
+		return get_contacts(r, m->nodes, DHT_K, &m->nnodes);
+	case DHT_PROVIDERS:
+		if ((rc = rbuf_u64(r, &m->token)) < 0 ||
+		    (rc = get_contacts(r, m->providers, DHT_PROVIDERS_MAX, &m->nproviders)) < 0)
+			return rc;
+		return get_contacts(r, m->nodes, DHT_K, &m->nnodes);
+	case DHT_ADD_PROVIDER:
+		if ((rc = rbuf_copy(r, m->target, DHT_ID_LEN)) < 0 ||
+		    (rc = rbuf_u64(r, &m->token)) < 0)
+			return rc;
+		return rbuf_u16(r, &m->port);
+	case DHT_ERROR:
+		if ((rc = rbuf_u8(r, &m->error)) < 0)
+			return rc;
+		return rbuf_u64(r, &m->seq);
+	case DHT_GET:
+		if ((rc = rbuf_copy(r, m->target, DHT_ID_LEN)) < 0)
+			return rc;
+		return rbuf_u64(r, &m->seq);
+	case DHT_VALUE:
+		if ((rc = rbuf_u64(r, &m->token)) < 0 || (rc = rbuf_u8(r, &has)) < 0)
+			return rc;
+		if (has > 1)
+			return -EPROTO;
+		m->has_record = has;
+		if (has && (rc = get_record(r, &m->record)) < 0)
+			return rc;
+		return get_contacts(r, m->nodes, DHT_K, &m->nnodes);
+	case DHT_PUT:
+		if ((rc = rbuf_u64(r, &m->token)) < 0 || (rc = rbuf_u64(r, &m->cas)) < 0)
+			return rc;
+		m->has_record = true;
+		return get_record(r, &m->record);
+	default:
+		return -EPROTO;
+	}
+}
+
 int dht__msg_decode(const uint8_t *buf, size_t len, struct dht_msg *m)
 {
 	struct rbuf r;
@@ -94,74 +178,22 @@ int dht__msg_decode(const uint8_t *buf, size_t len, struct dht_msg *m)
 	int rc;
 
 	if (len > DHT_MSG_MAX)
-		return -EPROTO;
-	memset(m, 0, sizeof(*m));
+		return -EMSGSIZE;
+	dht__msg_init(m, 0, 0);
 	rbuf_init(&r, buf, len);
-	if ((rc = rbuf_u8(&r, &ver)) < 0 || (rc = rbuf_u8(&r, &m->type)) < 0 ||
-	    (rc = rbuf_u64(&r, &m->txid)) < 0 || (rc = rbuf_copy(&r, m->sender, DHT_ID_LEN)) < 0)
+	if (rbuf_u8(&r, &ver) < 0 || rbuf_u8(&r, &m->type) < 0 || rbuf_u64(&r, &m->txid) < 0 ||
+	    rbuf_copy(&r, m->sender, DHT_ID_LEN) < 0)
 		return -EPROTO;
 	if (ver != DHT_VERSION)
+		return -EPROTONOSUPPORT;
+	if ((rc = get_body(&r, m)) < 0)
 		return -EPROTO;
-	switch (m->type) {
-	case DHT_PING:
-	case DHT_ACK:
-		break;
-	case DHT_PONG:
-		rc = get_addr(&r, &m->observed);
-		break;
-	case DHT_FIND_NODE:
-	case DHT_GET_PROVIDERS:
-		rc = rbuf_copy(&r, m->target, DHT_ID_LEN);
-		break;
-	case DHT_NODES:
-		rc = get_contacts(&r, m->nodes, DHT_K, &m->nnodes);
-		break;
-	case DHT_PROVIDERS:
-		if ((rc = rbuf_u64(&r, &m->token)) < 0 ||
-		    (rc = get_contacts(&r, m->providers, DHT_PROVIDERS_MAX, &m->nproviders)) < 0)
-			break;
-		rc = get_contacts(&r, m->nodes, DHT_K, &m->nnodes);
-		break;
-	case DHT_ADD_PROVIDER:
-		if ((rc = rbuf_copy(&r, m->target, DHT_ID_LEN)) < 0 ||
-		    (rc = rbuf_u64(&r, &m->token)) < 0)
-			break;
-		rc = rbuf_u16(&r, &m->port);
-		break;
-	case DHT_ERROR:
-		rc = rbuf_u8(&r, &m->error);
-		break;
-	case DHT_GET:
-		rc = rbuf_copy(&r, m->target, DHT_ID_LEN);
-		break;
-	case DHT_VALUE: {
-		uint8_t has;
-
-		if ((rc = rbuf_u64(&r, &m->token)) < 0 || (rc = rbuf_u8(&r, &has)) < 0)
-			break;
-		if (has > 1) {
-			rc = -EPROTO;
-			break;
-		}
-		m->has_record = has;
-		if (has && (rc = get_record(&r, &m->record)) < 0)
-			break;
-		rc = get_contacts(&r, m->nodes, DHT_K, &m->nnodes);
-		break;
-	}
-	case DHT_PUT:
-		if ((rc = rbuf_u64(&r, &m->token)) < 0 || (rc = rbuf_u64(&r, &m->cas)) < 0)
-			break;
-		m->has_record = true;
-		rc = get_record(&r, &m->record);
-		break;
-	default:
-		return -EPROTO;
-	}
-	if (rc < 0 || rbuf_left(&r) != 0)
+	if (rbuf_end(&r) < 0)
 		return -EPROTO;
 	return 0;
 }
+
+/* ---- encoding ---- */
 
 static void put_addr(struct wbuf *w, const struct dht_addr *a)
 {
@@ -170,28 +202,33 @@ static void put_addr(struct wbuf *w, const struct dht_addr *a)
 	wbuf_u16(w, a->port);
 }
 
-static size_t contact_len(const struct dht_contact *c)
+/* As many valid contacts of @c[0..n) as fit in @room bytes, after the count byte. */
+static void put_contacts(struct wbuf *w, const struct dht_contact *c, size_t n, size_t max,
+			 size_t reserve)
 {
-	return DHT_ID_LEN + 1 + (c->addr.family == 4 ? 4 : 16) + 2;
-}
+	size_t room = w->cap - w->len, used = 1, k = 0;
+	uint8_t *count;
 
-/* As many of @c[0..n) as fit in @room bytes (after the count byte). */
-static size_t fitting(const struct dht_contact *c, size_t n, size_t room)
-{
-	size_t k = 0, used = 0;
+	if (room < 1 + reserve) {
+		w->err = -EMSGSIZE;
+		return;
+	}
+	room -= reserve;
+	if (!(count = wbuf_reserve(w, 1)))
+		return;
+	for (size_t i = 0; i < n && k < max; i++) {
+		size_t cl = dht__contact_wire_len(&c[i]);
 
-	while (k < n && used + contact_len(&c[k]) <= room)
-		used += contact_len(&c[k++]);
-	return k;
-}
-
-static void put_contacts(struct wbuf *w, const struct dht_contact *c, size_t n)
-{
-	wbuf_u8(w, (uint8_t)n);
-	for (size_t i = 0; i < n; i++) {
+		if (!dht__addr_valid(&c[i].addr))
+			continue;
+		if (used + cl > room)
+			break;
 		wbuf_bytes(w, c[i].id, DHT_ID_LEN);
 		put_addr(w, &c[i].addr);
+		used += cl;
+		k++;
 	}
+	*count = (uint8_t)k;
 }
 
 static void put_record(struct wbuf *w, const struct dht_record *r)
@@ -208,15 +245,22 @@ static void put_record(struct wbuf *w, const struct dht_record *r)
 size_t dht__msg_encode(const struct dht_msg *m, uint8_t buf[static DHT_MSG_MAX])
 {
 	struct wbuf w;
-	size_t np, nn;
 
+	if (((m->type == DHT_VALUE && m->has_record) || m->type == DHT_PUT) &&
+	    (m->record.salt_len > DHT_SALT_MAX || m->record.value_len > DHT_VALUE_MAX))
+		return 0;
 	wbuf_init(&w, buf, DHT_MSG_MAX);
 	wbuf_u8(&w, DHT_VERSION);
 	wbuf_u8(&w, m->type);
 	wbuf_u64(&w, m->txid);
 	wbuf_bytes(&w, m->sender, DHT_ID_LEN);
 	switch (m->type) {
+	case DHT_PING:
+	case DHT_ACK:
+		break;
 	case DHT_PONG:
+		if (!dht__addr_valid(&m->observed))
+			return 0;
 		put_addr(&w, &m->observed);
 		break;
 	case DHT_FIND_NODE:
@@ -224,16 +268,13 @@ size_t dht__msg_encode(const struct dht_msg *m, uint8_t buf[static DHT_MSG_MAX])
 		wbuf_bytes(&w, m->target, DHT_ID_LEN);
 		break;
 	case DHT_NODES:
-		nn = fitting(m->nodes, P2P_MIN(m->nnodes, (size_t)DHT_K), DHT_MSG_MAX - w.len - 1);
-		put_contacts(&w, m->nodes, nn);
+		wbuf_u64(&w, m->token);
+		put_contacts(&w, m->nodes, m->nnodes, DHT_K, 0);
 		break;
 	case DHT_PROVIDERS:
 		wbuf_u64(&w, m->token);
-		np = fitting(m->providers, P2P_MIN(m->nproviders, (size_t)DHT_PROVIDERS_MAX),
-			     DHT_MSG_MAX - w.len - 2);
-		put_contacts(&w, m->providers, np);
-		nn = fitting(m->nodes, P2P_MIN(m->nnodes, (size_t)DHT_K), DHT_MSG_MAX - w.len - 1);
-		put_contacts(&w, m->nodes, nn);
+		put_contacts(&w, m->providers, m->nproviders, DHT_PROVIDERS_MAX, 1);
+		put_contacts(&w, m->nodes, m->nnodes, DHT_K, 0);
 		break;
 	case DHT_ADD_PROVIDER:
 		wbuf_bytes(&w, m->target, DHT_ID_LEN);
@@ -242,17 +283,18 @@ size_t dht__msg_encode(const struct dht_msg *m, uint8_t buf[static DHT_MSG_MAX])
 		break;
 	case DHT_ERROR:
 		wbuf_u8(&w, m->error);
+		wbuf_u64(&w, m->seq);
 		break;
 	case DHT_GET:
 		wbuf_bytes(&w, m->target, DHT_ID_LEN);
+		wbuf_u64(&w, m->seq);
 		break;
 	case DHT_VALUE:
 		wbuf_u64(&w, m->token);
 		wbuf_u8(&w, m->has_record ? 1 : 0);
 		if (m->has_record)
 			put_record(&w, &m->record);
-		nn = fitting(m->nodes, P2P_MIN(m->nnodes, (size_t)DHT_K), DHT_MSG_MAX - w.len - 1);
-		put_contacts(&w, m->nodes, nn);
+		put_contacts(&w, m->nodes, m->nnodes, DHT_K, 0);
 		break;
 	case DHT_PUT:
 		wbuf_u64(&w, m->token);
@@ -260,7 +302,27 @@ size_t dht__msg_encode(const struct dht_msg *m, uint8_t buf[static DHT_MSG_MAX])
 		put_record(&w, &m->record);
 		break;
 	default:
-		break;
+		return 0;
 	}
 	return w.err ? 0 : w.len;
+}
+
+const char *dht_msg_type_name(unsigned type)
+{
+	static const char *const names[DHT_MSG_TYPES] = {
+		[DHT_PING] = "PING",
+		[DHT_PONG] = "PONG",
+		[DHT_FIND_NODE] = "FIND_NODE",
+		[DHT_NODES] = "NODES",
+		[DHT_GET_PROVIDERS] = "GET_PROVIDERS",
+		[DHT_PROVIDERS] = "PROVIDERS",
+		[DHT_ADD_PROVIDER] = "ADD_PROVIDER",
+		[DHT_ACK] = "ACK",
+		[DHT_ERROR] = "ERROR",
+		[DHT_GET] = "GET",
+		[DHT_VALUE] = "VALUE",
+		[DHT_PUT] = "PUT",
+	};
+
+	return type < DHT_MSG_TYPES ? names[type] : NULL;
 }

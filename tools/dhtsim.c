@@ -1,24 +1,33 @@
 // SPDX-License-Identifier: MIT
 /*
- * tools/dhtsim.c - the real Kademlia code (net/dht.c) for thousands of nodes
- * in one process, over a simulated network in virtual time.
+ * tools/dhtsim.c - the real DHT engine (net/dht*.c, unchanged) for up to
+ * hundreds of thousands of nodes in one process, over a simulated network
+ * in virtual time.
  *
- * Every node is a struct dht; datagrams are events delivered after a
- * one-way latency (each node sits at a random distance from the core,
- * log-normal, median 20 ms, plus jitter) or dropped with the loss rate.
- * Nodes join in waves (ping three known nodes, look up their own id), then
- * the run measures FIND_NODE (success: the closest live node to a random
- * target is found) and GET_PROVIDERS (success: a provider of a key stored
- * from another node is found), before and after a share of the nodes
- * leaves without notice.
+ * Network: every node sits at a one-way distance from the core drawn from
+ * a log-normal distribution (median --latency, 20 ms by default, sigma 0.5,
+ * clamped to 1..300 ms); a datagram from a to b takes lat(a) + lat(b) plus
+ * 0..4 ms of jitter, or is lost with probability --loss. Nodes leave without
+ * notice (--churn: that share of the nodes stops at once, right before the
+ * second series of lookups).
  *
- *   dhtsim [--nodes N] [--lookups M] [--loss P] [--churn F] [--seed S] *   dhtsim --scale          hops at 1,000 / 10,000 / 100,000 nodes
- *   dhtsim --idle [--nodes N]  maintenance traffic of idle nodes over two virtual hours
- *   dhtsim --quick          a small run for CI
+ * Life of a run: nodes join in waves, each through dht_bootstrap() to one to
+ * three nodes already in (the engine then looks its own id up); then the
+ * network runs for a while with a short bucket-refresh interval, so the
+ * engines' own refreshes fill their tables as hours of uptime would; then
+ * lookups start from random nodes, spread over time:
+ *   FIND_NODE      of a random id; success: the closest live node to it
+ *                  (other than the origin) is the first result;
+ *   GET_PROVIDERS  of keys announced with dht_add_provider() by random nodes
+ *                  before the churn; success: the announcing node is named.
  *
- * Hops: rounds of the iterative lookup until its result settled (the hop
- * at which the closest answering node, or the first provider, was reached:
- * nodes from our own table are hop 1, nodes they name hop 2, and so on).
+ * Hops (net/README.md): the hop of the closest answer; nodes from the
+ * origin's own table are hop 1, nodes they name hop 2, and so on.
+ *
+ *   dhtsim [--nodes N] [--lookups M] [--loss P] [--churn F] [--latency MS] [--seed S]
+ *   dhtsim --scale [--max N]  hops as the network grows: 1,000 / 10,000 / 100,000 nodes
+ *   dhtsim --idle [--nodes N] maintenance traffic of idle nodes over two virtual hours
+ *   dhtsim --quick            a few seconds, for CI
  */
 #include "net/dht.h"
 
@@ -27,22 +36,27 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+
+/* ---- the simulated network ---- */
 
 struct node {
 	struct dht *d;
 	uint8_t id[DHT_ID_LEN];
-	uint32_t lat;	  /* one-way ms to the core */
-	uint64_t tick_at; /* when dht_tick wants to run */
-	bool alive;
+	uint64_t tick_at; /* the pending tick event, 0: none */
+	uint16_t lat;	  /* one-way ms to the core */
+	bool alive, joined;
 };
+
+enum ev_kind { EV_PKT, EV_TICK, EV_LOOKUP };
 
 struct ev {
 	uint64_t t;
-	uint32_t seq;
-	int32_t dst; /* node index; -1 - i: a tick of node i */
-	uint32_t src;
+	uint32_t seq; /* FIFO among equal times: runs are reproducible */
+	uint32_t dst, src;
+	uint8_t kind;
 	uint16_t len;
-	uint8_t *buf;
+	uint8_t *buf; /* EV_PKT: the datagram; EV_LOOKUP: the probe */
 };
 
 static struct node *nodes;
@@ -50,10 +64,11 @@ static size_t nnodes;
 static struct ev *heap;
 static size_t nheap, capheap;
 static uint64_t now_ms;
-static uint32_t seq;
+static uint32_t evseq;
 static double loss;
 static uint64_t rng = 88172645463325252ULL;
-static size_t cur_src; /* the node whose code is running (sender of datagrams) */
+static size_t cur; /* the node whose code runs (the sender of what it sends) */
+static uint64_t pkts_sent, pkts_lost;
 
 static uint64_t xr(void)
 {
@@ -78,6 +93,17 @@ static void sim_random(void *arg, void *buf, size_t len)
 	}
 }
 
+static void *xalloc(size_t n)
+{
+	void *p = malloc(n ? n : 1);
+
+	if (!p) {
+		fprintf(stderr, "dhtsim: out of memory\n");
+		exit(1);
+	}
+	return p;
+}
+
 static bool ev_less(const struct ev *a, const struct ev *b)
 {
 	return a->t < b->t || (a->t == b->t && a->seq < b->seq);
@@ -88,17 +114,16 @@ static void push(struct ev e)
 	size_t i;
 
 	if (nheap == capheap) {
-		capheap = capheap ? capheap * 2 : 4096;
+		capheap = capheap ? capheap * 2 : 65536;
 		heap = realloc(heap, capheap * sizeof(*heap));
-		if (!heap)
-			abort();
+		if (!heap) {
+			fprintf(stderr, "dhtsim: out of memory\n");
+			exit(1);
+		}
 	}
-	e.seq = seq++;
-	i = nheap++;
-	while (i > 0 && ev_less(&e, &heap[(i - 1) / 2])) {
+	e.seq = evseq++;
+	for (i = nheap++; i > 0 && ev_less(&e, &heap[(i - 1) / 2]); i = (i - 1) / 2)
 		heap[i] = heap[(i - 1) / 2];
-		i = (i - 1) / 2;
-	}
 	heap[i] = e;
 }
 
@@ -124,6 +149,7 @@ static struct ev pop(void)
 	return top;
 }
 
+/* Node i is 10.x.y.z:4000 (i < 2^24). */
 static struct dht_addr addr_of(size_t i)
 {
 	struct dht_addr a = { .family = 4, .port = 4000 };
@@ -137,66 +163,83 @@ static struct dht_addr addr_of(size_t i)
 
 static size_t index_of(const struct dht_addr *a)
 {
+	if (a->family != 4 || a->ip[0] != 10 || a->port != 4000)
+		return SIZE_MAX;
 	return (size_t)a->ip[1] << 16 | (size_t)a->ip[2] << 8 | a->ip[3];
 }
 
-static void schedule_tick(size_t i, uint64_t at)
+static uint64_t one_way(size_t a, size_t b)
 {
-	if (nodes[i].tick_at && nodes[i].tick_at <= at && nodes[i].tick_at > now_ms)
-		return;
-	nodes[i].tick_at = at;
-	push((struct ev){ .t = at, .dst = -1 - (int32_t)i });
+	return (uint64_t)nodes[a].lat + nodes[b].lat + xr() % 5;
 }
 
 static void sim_send(void *arg, const struct dht_addr *to, const uint8_t *buf, size_t len)
 {
 	size_t dst = index_of(to);
-	struct ev e;
+	struct ev e = { .kind = EV_PKT };
 
 	(void)arg;
-	if (dst >= nnodes || unif() < loss)
+	pkts_sent++;
+	if (dst >= nnodes)
 		return;
-	e.t = now_ms + nodes[cur_src].lat + nodes[dst].lat + (xr() % 5);
-	e.dst = (int32_t)dst;
-	e.src = (uint32_t)cur_src;
+	if (loss > 0 && unif() < loss) {
+		pkts_lost++;
+		return;
+	}
+	e.t = now_ms + one_way(cur, dst);
+	e.dst = (uint32_t)dst;
+	e.src = (uint32_t)cur;
 	e.len = (uint16_t)len;
-	e.buf = malloc(len);
-	if (!e.buf)
-		abort();
+	e.buf = xalloc(len);
 	memcpy(e.buf, buf, len);
 	push(e);
 }
 
-static void run_node(size_t i, struct ev *e)
+static void schedule_tick(size_t i, uint64_t at)
 {
-	uint64_t next;
+	if (at <= now_ms)
+		at = now_ms + 1;
+	/* One pending tick per node: an earlier one covers a later wish. */
+	if (nodes[i].tick_at > now_ms && nodes[i].tick_at <= at)
+		return;
+	nodes[i].tick_at = at;
+	push((struct ev){ .t = at, .kind = EV_TICK, .dst = (uint32_t)i });
+}
 
-	cur_src = i;
-	if (e && e->dst >= 0) {
+/* Run node @i's engine: the datagram of @e, if any, then its timers. */
+static void run_node(size_t i, const struct ev *e)
+{
+	cur = i;
+	if (e) {
 		struct dht_addr from = addr_of(e->src);
 
 		dht_input(nodes[i].d, now_ms, &from, e->buf, e->len);
 	}
-	next = dht_tick(nodes[i].d, now_ms);
-	schedule_tick(i, next);
+	schedule_tick(i, dht_tick(nodes[i].d, now_ms));
 }
 
-/* Run until @stop() or no event is left before @until. */
+static void start_lookup(const struct ev *e);
+
+/* Run events up to @until, or until @stop() says so. */
 static void run(uint64_t until, bool (*stop)(void))
 {
 	while (nheap && heap[0].t <= until && !(stop && stop())) {
 		struct ev e = pop();
 
 		now_ms = e.t;
-		if (e.dst >= 0) {
+		switch (e.kind) {
+		case EV_PKT:
 			if (nodes[e.dst].alive)
-				run_node((size_t)e.dst, &e);
+				run_node(e.dst, &e);
 			free(e.buf);
-		} else {
-			size_t i = (size_t)(-1 - e.dst);
-
-			if (nodes[i].alive && nodes[i].tick_at == e.t)
-				run_node(i, NULL);
+			break;
+		case EV_TICK:
+			if (nodes[e.dst].alive && nodes[e.dst].tick_at == e.t)
+				run_node(e.dst, NULL);
+			break;
+		case EV_LOOKUP:
+			start_lookup(&e);
+			break;
 		}
 	}
 	if (now_ms < until && !(stop && stop()))
@@ -206,11 +249,14 @@ static void run(uint64_t until, bool (*stop)(void))
 /* ---- lookups and their results ---- */
 
 struct probe {
-	bool done, ok;
+	uint8_t target[DHT_ID_LEN];
+	uint8_t want[DHT_ID_LEN]; /* FIND_NODE: the closest live node; else the provider */
+	uint32_t from;
+	bool providers, done, ok;
+	uint8_t recall; /* FIND_NODE: how many of the true k closest were returned */
 	unsigned hops, queries;
 	uint64_t ms;
-	uint8_t want[DHT_ID_LEN]; /* FIND_NODE: the closest live node */
-	bool providers;
+	struct probe *next_free;
 };
 
 static size_t pending;
@@ -218,6 +264,28 @@ static size_t pending;
 static bool none_pending(void)
 {
 	return pending == 0;
+}
+
+/* The @k closest live nodes to @t other than @self, closest first. */
+static size_t closest_alive(const uint8_t *t, size_t self, size_t *out, size_t k)
+{
+	size_t n = 0;
+
+	for (size_t i = 0; i < nnodes; i++) {
+		size_t pos;
+
+		if (!nodes[i].alive || i == self)
+			continue;
+		if (n == k && dht_id_cmp_dist(t, nodes[i].id, nodes[out[n - 1]].id) >= 0)
+			continue;
+		pos = n < k ? n++ : k - 1;
+		while (pos > 0 && dht_id_cmp_dist(t, nodes[i].id, nodes[out[pos - 1]].id) < 0) {
+			out[pos] = out[pos - 1];
+			pos--;
+		}
+		out[pos] = i;
+	}
+	return n;
 }
 
 static void on_done(void *arg, const struct dht_result *r)
@@ -228,11 +296,47 @@ static void on_done(void *arg, const struct dht_result *r)
 	p->hops = r->hops;
 	p->queries = r->queries;
 	p->ms = r->elapsed_ms;
-	if (p->providers)
-		p->ok = r->nproviders > 0;
-	else
+	if (p->providers) {
+		for (size_t i = 0; i < r->nproviders; i++)
+			p->ok |= !memcmp(r->providers[i].id, p->want, DHT_ID_LEN);
+	} else {
+		size_t best[DHT_K], n = closest_alive(p->target, p->from, best, DHT_K);
+
 		p->ok = r->nclosest > 0 && !memcmp(r->closest[0].id, p->want, DHT_ID_LEN);
+		for (size_t i = 0; i < r->nclosest; i++)
+			for (size_t j = 0; j < n; j++)
+				p->recall +=
+				    !memcmp(r->closest[i].id, nodes[best[j]].id, DHT_ID_LEN);
+	}
 	pending--;
+}
+
+static void start_lookup(const struct ev *e)
+{
+	struct probe *p = (struct probe *)(void *)e->buf;
+	size_t from = p->from;
+	int rc;
+
+	if (!nodes[from].alive) {
+		p->done = true; /* cannot happen: origins are chosen among the living */
+		pending--;
+		return;
+	}
+	if (!p->providers) {
+		size_t best;
+
+		if (closest_alive(p->target, from, &best, 1))
+			memcpy(p->want, nodes[best].id, DHT_ID_LEN);
+	}
+	cur = from;
+	rc = p->providers ? dht_get_providers(nodes[from].d, now_ms, p->target, on_done, p)
+			  : dht_find_node(nodes[from].d, now_ms, p->target, on_done, p);
+	if (rc < 0) {
+		p->done = true;
+		pending--;
+		return;
+	}
+	schedule_tick(from, now_ms);
 }
 
 static size_t random_alive(void)
@@ -245,25 +349,6 @@ static size_t random_alive(void)
 	}
 }
 
-/* The closest live node to @t other than @self (a lookup never returns its origin). */
-static void closest_alive(const uint8_t *t, size_t self, uint8_t *out)
-{
-	size_t best = SIZE_MAX;
-
-	for (size_t i = 0; i < nnodes; i++)
-		if (nodes[i].alive && i != self &&
-		    (best == SIZE_MAX || dht_id_cmp_dist(t, nodes[i].id, nodes[best].id) < 0))
-			best = i;
-	memcpy(out, nodes[best].id, DHT_ID_LEN);
-}
-
-static int cmp_u(const void *a, const void *b)
-{
-	unsigned x = *(const unsigned *)a, y = *(const unsigned *)b;
-
-	return x < y ? -1 : x > y;
-}
-
 static int cmp_u64(const void *a, const void *b)
 {
 	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
@@ -271,276 +356,311 @@ static int cmp_u64(const void *a, const void *b)
 	return x < y ? -1 : x > y;
 }
 
+static uint64_t pct(uint64_t *v, size_t n, unsigned p)
+{
+	size_t i = (n * p) / 100;
+
+	qsort(v, n, sizeof(*v), cmp_u64);
+	return n ? v[i < n ? i : n - 1] : 0;
+}
+
 struct summary {
-	double success;
-	unsigned hops_med, hops_p99;
-	double msgs;
-	uint64_t ms_med, ms_p99;
+	size_t n;
+	double success, recall, msgs;
+	uint64_t hops_med, hops_p99, ms_med, ms_p99;
 };
 
-static struct summary summarize(struct probe *p, size_t n)
+static struct summary summarize(const struct probe *p, size_t n)
 {
-	struct summary s = { 0 };
-	unsigned *hops = calloc(n, sizeof(*hops));
-	uint64_t *ms = calloc(n, sizeof(*ms));
-	size_t ok = 0;
+	struct summary s = { .n = n };
+	uint64_t *hops = xalloc(n * sizeof(*hops)), *ms = xalloc(n * sizeof(*ms));
+	size_t ok = 0, recall = 0;
 	double msgs = 0;
 
-	if (!hops || !ms)
-		abort();
 	for (size_t i = 0; i < n; i++) {
 		ok += p[i].ok;
+		recall += p[i].recall;
 		hops[i] = p[i].hops;
 		ms[i] = p[i].ms;
 		msgs += p[i].queries;
 	}
-	qsort(hops, n, sizeof(*hops), cmp_u);
-	qsort(ms, n, sizeof(*ms), cmp_u64);
-	s.success = 100.0 * (double)ok / (double)n;
-	s.hops_med = hops[n / 2];
-	s.hops_p99 = hops[(n * 99) / 100 < n ? (n * 99) / 100 : n - 1];
-	s.msgs = msgs / (double)n;
-	s.ms_med = ms[n / 2];
-	s.ms_p99 = ms[(n * 99) / 100 < n ? (n * 99) / 100 : n - 1];
+	s.success = n ? 100.0 * (double)ok / (double)n : 0;
+	s.recall = n ? 100.0 * (double)recall / (double)(n * DHT_K) : 0;
+	s.msgs = n ? msgs / (double)n : 0;
+	s.hops_med = pct(hops, n, 50);
+	s.hops_p99 = pct(hops, n, 99);
+	s.ms_med = pct(ms, n, 50);
+	s.ms_p99 = pct(ms, n, 99);
 	free(hops);
 	free(ms);
 	return s;
 }
 
-static struct summary find_nodes(size_t m)
+static uint8_t (*keys)[DHT_ID_LEN];
+static uint32_t *key_owner;
+static size_t nkeys;
+
+/* @m lookups from random live nodes, one every @gap_ms, then wait for all. */
+static struct summary lookups(size_t m, bool providers, uint64_t gap_ms)
 {
 	struct probe *p = calloc(m, sizeof(*p));
 	struct summary s;
 
-	if (!p)
-		abort();
-	for (size_t i = 0; i < m; i++) {
-		uint8_t t[DHT_ID_LEN];
-		size_t from = random_alive();
-
-		sim_random(NULL, t, sizeof(t));
-		closest_alive(t, from, p[i].want);
-		cur_src = from;
-		if (dht_find_node(nodes[from].d, now_ms, t, on_done, &p[i]) == 0)
-			pending++;
-		else
-			p[i].done = true;
-		schedule_tick(from, now_ms + 1);
+	if (!p) {
+		fprintf(stderr, "dhtsim: out of memory\n");
+		exit(1);
 	}
-	run(now_ms + 120000, none_pending);
+	for (size_t i = 0; i < m; i++) {
+		struct ev e = { .t = now_ms + i * gap_ms, .kind = EV_LOOKUP, .buf = (void *)&p[i] };
+
+		p[i].providers = providers;
+		p[i].from = (uint32_t)random_alive();
+		if (providers) {
+			size_t k = i % nkeys;
+
+			memcpy(p[i].target, keys[k], DHT_ID_LEN);
+			memcpy(p[i].want, nodes[key_owner[k]].id, DHT_ID_LEN);
+		} else {
+			sim_random(NULL, p[i].target, DHT_ID_LEN);
+		}
+		push(e);
+		pending++;
+	}
+	run(now_ms + m * gap_ms + 600000, none_pending);
 	s = summarize(p, m);
 	free(p);
 	return s;
 }
 
-static uint8_t (*keys)[DHT_ID_LEN];
-static size_t nkeys;
-
 static void provide_keys(size_t m)
 {
-	keys = calloc(m, DHT_ID_LEN);
+	keys = xalloc(m * DHT_ID_LEN);
+	key_owner = xalloc(m * sizeof(*key_owner));
 	nkeys = m;
-	if (!keys)
-		abort();
 	for (size_t i = 0; i < m; i++) {
 		size_t from = random_alive();
 
 		sim_random(NULL, keys[i], DHT_ID_LEN);
-		cur_src = from;
-		if (dht_add_provider(nodes[from].d, now_ms, keys[i], 0, NULL, NULL) != 0)
-			fprintf(stderr, "dhtsim: add_provider failed\n");
-		schedule_tick(from, now_ms + 1);
+		key_owner[i] = (uint32_t)from;
+		cur = from;
+		if (dht_add_provider(nodes[from].d, now_ms, keys[i], 0, NULL, NULL) < 0)
+			fprintf(stderr, "dhtsim: dht_add_provider failed\n");
+		schedule_tick(from, now_ms);
+		run(now_ms + 20, NULL);
 	}
-	run(now_ms + 30000, NULL); /* lookups, then the stores */
-}
-
-static struct summary get_providers(size_t m)
-{
-	struct probe *p = calloc(m, sizeof(*p));
-	struct summary s;
-
-	if (!p)
-		abort();
-	for (size_t i = 0; i < m; i++) {
-		size_t from = random_alive();
-
-		p[i].providers = true;
-		cur_src = from;
-		if (dht_get_providers(nodes[from].d, now_ms, keys[i % nkeys], on_done, &p[i]) == 0)
-			pending++;
-		else
-			p[i].done = true;
-		schedule_tick(from, now_ms + 1);
-	}
-	run(now_ms + 120000, none_pending);
-	s = summarize(p, m);
-	free(p);
-	return s;
+	run(now_ms + 30000, NULL); /* the lookups, then the stores */
 }
 
 /* ---- building the network ---- */
 
-static void build(size_t n)
+static double wall(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static void build(size_t n, double median_lat, uint64_t refresh_ms, uint64_t settle_ms)
 {
 	nnodes = n;
 	nodes = calloc(n, sizeof(*nodes));
-	if (!nodes)
-		abort();
+	if (!nodes) {
+		fprintf(stderr, "dhtsim: out of memory for %zu nodes\n", n);
+		exit(1);
+	}
 	for (size_t i = 0; i < n; i++) {
-		struct dht_opts o = { .send = sim_send, .random = sim_random, .rate_slots = 64 };
+		struct dht_opts o = { .send = sim_send,
+				      .random = sim_random,
+				      .rate_slots = 32,
+				      .refresh_ms = refresh_ms };
 		double z = sqrt(-2.0 * log(unif() + 1e-12)) * cos(2 * M_PI * unif());
 
 		sim_random(NULL, nodes[i].id, DHT_ID_LEN);
 		o.id = nodes[i].id;
-		nodes[i].lat = (uint32_t)fmin(300.0, fmax(1.0, 20.0 * exp(0.5 * z)));
-		if (dht_new(&o, now_ms, &nodes[i].d) < 0)
-			abort();
-		nodes[i].alive = true;
+		nodes[i].lat = (uint16_t)fmin(300.0, fmax(1.0, median_lat * exp(0.5 * z)));
+		if (dht_new(&o, now_ms, &nodes[i].d) < 0) {
+			fprintf(stderr, "dhtsim: dht_new failed\n");
+			exit(1);
+		}
 	}
-	/* Join in waves: each new node knows three earlier ones and looks itself up. */
-	for (size_t start = 0; start < n;) {
+	nodes[0].alive = nodes[0].joined = true;
+	/* Waves that grow with the network: each newcomer bootstraps through
+	 * one to three nodes already in, and the engine does the rest. */
+	for (size_t start = 1; start < n;) {
 		size_t wave = start < 64 ? 8 : start / 4, end = start + wave < n ? start + wave : n;
 
 		for (size_t i = start; i < end; i++) {
-			cur_src = i;
-			for (int k = 0; k < 3 && i > 0; k++) {
-				struct dht_addr a =
-				    addr_of(xr() % (i > start ? start ? start : i : i));
+			unsigned through = 1 + (unsigned)(xr() % 3);
 
-				dht_ping(nodes[i].d, now_ms, &a);
+			nodes[i].alive = true;
+			cur = i;
+			for (unsigned k = 0; k < through; k++) {
+				struct dht_addr a = addr_of(xr() % start);
+
+				if (dht_bootstrap(nodes[i].d, now_ms, &a) < 0)
+					abort();
 			}
-			schedule_tick(i, now_ms + 1);
+			schedule_tick(i, now_ms + xr() % 1000);
 		}
-		run(now_ms + 2000, NULL);
-		for (size_t i = start; i < end; i++) {
-			cur_src = i;
-			if (dht_find_node(nodes[i].d, now_ms, nodes[i].id, NULL, NULL) < 0)
-				abort();
-			schedule_tick(i, now_ms + 1);
-		}
-		run(now_ms + 15000, NULL);
+		run(now_ms + 5000, NULL);
+		for (size_t i = start; i < end; i++)
+			nodes[i].joined = true;
 		start = end;
 	}
-	/* What bucket refreshes do over a node's first minutes: look up a few
-	 * random ids, so tables reflect the whole network. */
-	for (int round = 0; round < 2; round++) {
-		for (size_t i = 0; i < n; i++) {
-			uint8_t t[DHT_ID_LEN];
-
-			sim_random(NULL, t, sizeof(t));
-			cur_src = i;
-			if (dht_find_node(nodes[i].d, now_ms, t, NULL, NULL) < 0)
-				abort();
-			schedule_tick(i, now_ms + 1 + xr() % 1000);
-		}
-		run(now_ms + 20000, NULL);
-	}
+	/* Let the engines refresh their buckets (refresh_ms is short here), as
+	 * they would over hours of uptime. */
+	run(now_ms + settle_ms, NULL);
 }
 
 static void destroy(void)
 {
 	for (size_t i = 0; i < nnodes; i++)
 		dht_free(nodes[i].d);
-	while (nheap)
-		free(pop().buf);
+	while (nheap) {
+		struct ev e = pop();
+
+		if (e.kind == EV_PKT)
+			free(e.buf);
+	}
 	free(nodes);
 	free(keys);
+	free(key_owner);
 	nodes = NULL;
 	keys = NULL;
+	key_owner = NULL;
 	nnodes = nkeys = 0;
+	pending = 0;
 }
 
-static double bytes_per_contact(void)
+struct table_fig {
+	double contacts, bytes_per_contact, kib_per_node;
+};
+
+static struct table_fig table_figures(void)
 {
-	size_t contacts = 0, bytes = 0;
+	size_t contacts = 0, cached = 0, table = 0, mem = 0, live = 0;
+	struct table_fig f;
 
 	for (size_t i = 0; i < nnodes; i++) {
 		struct dht_stats st;
 
-		dht_get_stats(nodes[i].d, &st);
-		contacts += st.contacts + st.replacements;
-		bytes += st.contact_bytes * (st.contacts + st.replacements);
-	}
-	return contacts ? (double)bytes / (double)contacts : 0;
-}
-
-static double contacts_per_node(void)
-{
-	size_t contacts = 0;
-
-	for (size_t i = 0; i < nnodes; i++) {
-		struct dht_stats st;
-
+		if (!nodes[i].alive)
+			continue;
 		dht_get_stats(nodes[i].d, &st);
 		contacts += st.contacts;
+		cached += st.replacements;
+		table += st.contact_bytes * (st.contacts + st.replacements);
+		mem += st.mem_bytes;
+		live++;
 	}
-	return (double)contacts / (double)nnodes;
+	f.contacts = (double)contacts / (double)live;
+	f.bytes_per_contact = contacts + cached ? (double)table / (double)(contacts + cached) : 0;
+	f.kib_per_node = (double)mem / (double)live / 1024.0;
+	return f;
 }
 
-static void print_row(const char *what, const char *op, struct summary s, double median_rtt)
+/* The median round trip between two random nodes of this network. */
+static double median_rtt(void)
 {
-	printf("| %-34s | %-13s | %7.2f %% | %4u | %4u | %6.1f | %6llu | %6llu | %5.1f |\n", what,
-	       op, s.success, s.hops_med, s.hops_p99, s.msgs, (unsigned long long)s.ms_med,
-	       (unsigned long long)s.ms_p99, (double)s.ms_med / median_rtt);
+	uint64_t v[4001];
+
+	for (size_t i = 0; i < 4001; i++) {
+		size_t a = xr() % nnodes, b = xr() % nnodes;
+
+		v[i] = one_way(a, b) + one_way(b, a);
+	}
+	return (double)pct(v, 4001, 50);
 }
 
-static int full_run(size_t n, size_t m, double churn, double lossrate)
+static void print_head(void)
+{
+	printf("| %-22s | %-13s | success  | k-closest | hops med | hops p99 | msgs | ms med | ms "
+	       "p99 | RTTs med |\n",
+	       "scenario", "lookup");
+	printf("|------------------------|---------------|----------|-----------|----------|------"
+	       "----|------|--------|--------|----------|\n");
+}
+
+static void print_row(const char *what, const char *op, struct summary s, double rtt)
+{
+	char recall[16] = "-";
+
+	if (s.recall > 0)
+		snprintf(recall, sizeof(recall), "%.1f %%", s.recall);
+	printf("| %-22s | %-13s | %6.2f %% | %9s | %8llu | %8llu | %4.1f | %6llu | %6llu | %8.1f "
+	       "|\n",
+	       what, op, s.success, recall, (unsigned long long)s.hops_med,
+	       (unsigned long long)s.hops_p99, s.msgs, (unsigned long long)s.ms_med,
+	       (unsigned long long)s.ms_p99, (double)s.ms_med / rtt);
+}
+
+struct run_opts {
+	size_t nodes, lookups;
+	double churn, loss, latency;
+	uint64_t refresh_ms, settle_ms;
+};
+
+static int full_run(const struct run_opts *o, bool quick)
 {
 	struct summary f0, p0, f1, p1;
-	double rtt = 4 * 20.0; /* median round trip: two hops of two median latencies */
-	int fail = 0;
+	struct table_fig tf;
+	double t0 = wall(), rtt;
+	char what[64];
+	size_t killed = 0;
+	int fail;
 
 	loss = 0;
-	build(n);
-	printf("\n%zu nodes: %.0f contacts per node, %.0f bytes per routing-table contact\n\n", n,
-	       contacts_per_node(), bytes_per_contact());
-	provide_keys(m < 100 ? m : 100);
-	printf("| %-34s | %-13s | success   | hops | p99  | msgs   | ms med | ms p99 | RTTs  |\n",
-	       "scenario", "lookup");
-	printf(
-	    "|------------------------------------|---------------|-----------|------|------|--------|--------|--------|-------|\n");
-	f0 = find_nodes(m);
-	p0 = get_providers(m);
+	build(o->nodes, o->latency, o->refresh_ms, o->settle_ms);
+	rtt = median_rtt();
+	tf = table_figures();
+	printf("\n%zu nodes (built in %.1f s of wall time): %.0f contacts per node, %.0f bytes per "
+	       "routing-table contact, %.1f KiB per engine; median round trip %.0f ms\n\n",
+	       o->nodes, wall() - t0, tf.contacts, tf.bytes_per_contact, tf.kib_per_node, rtt);
+	provide_keys(o->lookups < 100 ? o->lookups : 100);
+	print_head();
+	f0 = lookups(o->lookups, false, 10);
+	p0 = lookups(o->lookups, true, 10);
 	print_row("no churn, no loss", "FIND_NODE", f0, rtt);
 	print_row("no churn, no loss", "GET_PROVIDERS", p0, rtt);
+	fflush(stdout);
 	/* Leave without notice, and lose packets. */
-	for (size_t i = 0, killed = 0; killed < (size_t)(churn * (double)n) && i < 10 * n; i++) {
-		size_t k = xr() % n;
+	while (killed < (size_t)(o->churn * (double)o->nodes)) {
+		size_t k = xr() % o->nodes;
 
 		if (nodes[k].alive) {
 			nodes[k].alive = false;
 			killed++;
 		}
 	}
-	loss = lossrate;
-	f1 = find_nodes(m);
-	p1 = get_providers(m);
-	{
-		char what[64];
-
-		snprintf(what, sizeof(what), "%.0f %% left, %.0f %% loss", churn * 100,
-			 lossrate * 100);
-		print_row(what, "FIND_NODE", f1, rtt);
-		print_row(what, "GET_PROVIDERS", p1, rtt);
-	}
-	if (f0.success < 100 || p0.success < 100 || f1.success < 99 || p1.success < 99 ||
-	    f0.hops_med > 3 || f0.hops_p99 > 6)
-		fail = 1;
-	printf("\ntargets (100 %% / >= 99 %% after churn, hops median <= 3, p99 <= 6): %s\n",
-	       fail ? "NOT met" : "met");
+	loss = o->loss;
+	f1 = lookups(o->lookups, false, 10);
+	p1 = lookups(o->lookups, true, 10);
+	snprintf(what, sizeof(what), "%.0f %% left, %.0f %% loss", o->churn * 100, o->loss * 100);
+	print_row(what, "FIND_NODE", f1, rtt);
+	print_row(what, "GET_PROVIDERS", p1, rtt);
+	fail = f0.success < 100 || p0.success < 100 || f1.success < 99 || p1.success < 99 ||
+	       f0.hops_med > 3 || f0.hops_p99 > 6;
+	printf("\ntargets at 10,000 nodes (success 100 %% / >= 99 %% after churn and loss, hops "
+	       "median <= 3, p99 <= 6): %s; %.1f s of wall time\n",
+	       fail ? "NOT met" : "met", wall() - t0);
+	printf("k-closest: share of the true k closest live nodes among the k returned. RTTs: the "
+	       "median lookup time over the median round trip.\n");
 	destroy();
-	return fail;
+	/* A smoke run only guards against gross breakage. */
+	return quick ? f0.success < 99 || p0.success < 99 : fail;
 }
 
-/* Bytes an idle node sends and receives for maintenance (refreshes, pings). */
-static void idle_run(size_t n)
+/* Bytes an idle node sends and receives to keep its table (refresh, pings). */
+static void idle_run(const struct run_opts *o)
 {
 	uint64_t in0 = 0, out0 = 0, in1 = 0, out1 = 0, t0;
-	double hours = 2;
+	double hours = 2, secs;
 
 	loss = 0;
-	build(n);
-	for (size_t i = 0; i < n; i++) {
+	/* The default refresh interval: this is what an idle node really does. */
+	build(o->nodes, o->latency, 0, 20 * 60 * 1000);
+	for (size_t i = 0; i < nnodes; i++) {
 		struct dht_stats st;
 
 		dht_get_stats(nodes[i].d, &st);
@@ -549,85 +669,134 @@ static void idle_run(size_t n)
 	}
 	t0 = now_ms;
 	run(now_ms + (uint64_t)(hours * 3600 * 1000), NULL);
-	for (size_t i = 0; i < n; i++) {
+	for (size_t i = 0; i < nnodes; i++) {
 		struct dht_stats st;
 
 		dht_get_stats(nodes[i].d, &st);
 		in1 += st.bytes_in;
 		out1 += st.bytes_out;
 	}
+	secs = (double)(now_ms - t0) / 1000;
 	printf("\nidle maintenance over %.0f virtual hours, %zu nodes: %.1f B/s sent and %.1f B/s "
 	       "received per node\n",
-	       hours, n, (double)(out1 - out0) / (double)n / ((double)(now_ms - t0) / 1000),
-	       (double)(in1 - in0) / (double)n / ((double)(now_ms - t0) / 1000));
+	       hours, nnodes, (double)(out1 - out0) / (double)nnodes / secs,
+	       (double)(in1 - in0) / (double)nnodes / secs);
 	destroy();
 }
 
-static void scale_run(void)
+static void scale_run(const struct run_opts *o, size_t max)
 {
-	static const size_t sizes[] = { 1000, 10000, 100000 };
+	static const size_t sizes[] = { 1000, 10000, 100000, 1000000 };
 
-	printf("\nhops of FIND_NODE as the network grows (no churn, no loss)\n\n");
-	printf("| nodes   | success   | hops median | hops p99 | msgs/lookup | contacts/node |\n");
-	printf("|---------|-----------|-------------|----------|-------------|---------------|\n");
-	for (size_t i = 0; i < 3; i++) {
-		struct summary s;
-		double cpn;
+	printf("\nFIND_NODE and GET_PROVIDERS as the network grows (no churn, no loss; %zu "
+	       "lookups each)\n\n",
+	       o->lookups);
+	printf(
+	    "| nodes   | FIND_NODE ok | hops med | hops p99 | msgs | GET_PROVIDERS ok | hops med "
+	    "| hops p99 | contacts/node | B/contact | KiB/engine | wall s |\n");
+	printf("|---------|--------------|----------|----------|------|------------------|---------"
+	       "-|----------|---------------|-----------|------------|--------|\n");
+	for (size_t i = 0; i < ARRAY_SIZE(sizes) && sizes[i] <= max; i++) {
+		struct summary f, p;
+		struct table_fig tf;
+		double t0 = wall();
 
 		loss = 0;
-		build(sizes[i]);
-		cpn = contacts_per_node();
-		s = find_nodes(300);
-		printf("| %7zu | %7.2f %% | %11u | %8u | %11.1f | %13.0f |\n", sizes[i], s.success,
-		       s.hops_med, s.hops_p99, s.msgs, cpn);
+		build(sizes[i], o->latency, o->refresh_ms, o->settle_ms);
+		tf = table_figures();
+		provide_keys(100);
+		f = lookups(o->lookups, false, 10);
+		p = lookups(o->lookups, true, 10);
+		printf("| %7zu | %10.2f %% | %8llu | %8llu | %4.1f | %14.2f %% | %8llu | %8llu | "
+		       "%13.0f | %9.0f | %10.1f | %6.0f |\n",
+		       sizes[i], f.success, (unsigned long long)f.hops_med,
+		       (unsigned long long)f.hops_p99, f.msgs, p.success,
+		       (unsigned long long)p.hops_med, (unsigned long long)p.hops_p99, tf.contacts,
+		       tf.bytes_per_contact, tf.kib_per_node, wall() - t0);
 		fflush(stdout);
 		destroy();
 	}
 }
 
+static void usage(void)
+{
+	fprintf(stderr,
+		"usage: dhtsim [--nodes N] [--lookups M] [--churn F] [--loss P] [--latency MS]\n"
+		"              [--seed S] [--settle S] [--scale [--max N]] [--idle] [--quick]\n");
+	exit(2);
+}
+
 int main(int argc, char **argv)
 {
-	size_t n = 10000, m = 1000;
-	double churn = 0.30, lossrate = 0.02;
-	bool scale = false, quick = false, idle = false;
+	struct run_opts o = { .nodes = 10000,
+			      .lookups = 1000,
+			      .churn = 0.30,
+			      .loss = 0.02,
+			      .latency = 20,
+			      .refresh_ms = 60000,
+			      .settle_ms = 70000 };
+	bool scale = false, quick = false, idle = false, lookups_set = false;
+	size_t max = 100000;
 
 	for (int i = 1; i < argc; i++) {
-		if (!strcmp(argv[i], "--nodes") && i + 1 < argc)
-			n = strtoul(argv[++i], NULL, 10);
-		else if (!strcmp(argv[i], "--lookups") && i + 1 < argc)
-			m = strtoul(argv[++i], NULL, 10);
-		else if (!strcmp(argv[i], "--churn") && i + 1 < argc)
-			churn = atof(argv[++i]);
-		else if (!strcmp(argv[i], "--loss") && i + 1 < argc)
-			lossrate = atof(argv[++i]);
-		else if (!strcmp(argv[i], "--seed") && i + 1 < argc)
-			rng = strtoull(argv[++i], NULL, 10) * 2654435761ULL + 88172645463325252ULL;
-		else if (!strcmp(argv[i], "--scale"))
+		const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+
+		if (!strcmp(a, "--scale")) {
 			scale = true;
-		else if (!strcmp(argv[i], "--idle"))
+		} else if (!strcmp(a, "--idle")) {
 			idle = true;
-		else if (!strcmp(argv[i], "--quick")) {
+		} else if (!strcmp(a, "--quick")) {
 			quick = true;
-			n = 1000;
-			m = 200;
+		} else if (!v) {
+			usage();
+		} else if (!strcmp(a, "--nodes")) {
+			o.nodes = strtoul(v, NULL, 10);
+			i++;
+		} else if (!strcmp(a, "--lookups")) {
+			o.lookups = strtoul(v, NULL, 10);
+			lookups_set = true;
+			i++;
+		} else if (!strcmp(a, "--churn")) {
+			o.churn = atof(v);
+			i++;
+		} else if (!strcmp(a, "--loss")) {
+			o.loss = atof(v);
+			i++;
+		} else if (!strcmp(a, "--latency")) {
+			o.latency = atof(v);
+			i++;
+		} else if (!strcmp(a, "--settle")) {
+			o.settle_ms = (uint64_t)(atof(v) * 1000);
+			i++;
+		} else if (!strcmp(a, "--max")) {
+			max = strtoul(v, NULL, 10);
+			i++;
+		} else if (!strcmp(a, "--seed")) {
+			rng = strtoull(v, NULL, 10) * 2654435761ULL + 88172645463325252ULL;
+			i++;
 		} else {
-			fprintf(stderr, "usage: dhtsim [--nodes N] [--lookups M] [--churn F] "
-					"[--loss P] [--seed S] [--scale] [--idle] [--quick]\n");
-			return 2;
+			usage();
 		}
 	}
-	if (n < 50 || n > (1u << 24)) {
-		fprintf(stderr, "dhtsim: --nodes must be between 50 and 16 million\n");
+	if (quick) {
+		o.nodes = 1000;
+		o.lookups = 200;
+	}
+	if (o.nodes < 50 || o.nodes > (1u << 24) || o.lookups < 1 || o.churn < 0 || o.churn > 0.9 ||
+	    o.loss < 0 || o.loss > 0.5 || o.latency < 1) {
+		fprintf(stderr, "dhtsim: --nodes 50..16M, --lookups >= 1, --churn 0..0.9, --loss "
+				"0..0.5, --latency >= 1\n");
 		return 2;
 	}
 	if (scale) {
-		scale_run();
+		if (!lookups_set)
+			o.lookups = 500;
+		scale_run(&o, max);
 		return 0;
 	}
 	if (idle) {
-		idle_run(n);
+		idle_run(&o);
 		return 0;
 	}
-	/* A smoke run checks that it runs; the figures are judged on full runs. */
-	return full_run(n, m, churn, lossrate) && !quick ? 1 : 0;
+	return full_run(&o, quick);
 }
