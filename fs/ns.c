@@ -876,11 +876,30 @@ void ns__mark_pending(struct ns *ns, struct ns_entry *e)
 static void copies_update(struct ns *ns, struct ns_entry *e, uint8_t (*old)[NS_ID_LEN],
 			  unsigned nold);
 
-/* A real record equal to a virtual conflict copy takes its place (same view). */
+/* Do @a and @b encode to the same record body (for one entry)? */
+static bool same_record(const struct ns_head *a, const struct ns_head *b)
+{
+	return a->parent == b->parent && a->type == b->type && a->deleted == b->deleted &&
+	       a->kind == b->kind && !memcmp(a->content, b->content, CS_ID_LEN) &&
+	       a->mode == b->mode && a->uid == b->uid && a->gid == b->gid && a->size == b->size &&
+	       a->mtime == b->mtime && !a->vv && !b->vv && a->target_len == b->target_len &&
+	       head_name_len(a) == head_name_len(b) &&
+	       !memcmp(a->name, b->name, head_name_len(a)) && a->xattr_n == b->xattr_n &&
+	       a->xattrs_len == b->xattrs_len &&
+	       (!a->xattrs_len || !memcmp(a->xattrs, b->xattrs, a->xattrs_len));
+}
+
+/*
+ * A real record equal to a virtual conflict copy takes its place (same view).
+ * Only the very same record: one with the loser's writer and hlc but other
+ * fields (a writer can sign anything) is an equal version and ignored, as
+ * ever; taking its name and signature renamed a shown entry behind the name
+ * table's back and committed a signature that did not match the body.
+ */
 static int upgrade_virtual(struct ns *ns, struct ns_head *h, struct ns_head *nh)
 {
 	if (h->state != NS_H_VIRTUAL || nh->state == NS_H_VIRTUAL || h->writer != nh->writer ||
-	    h->hlc != nh->hlc)
+	    h->hlc != nh->hlc || !same_record(h, nh))
 		return 0;
 	h->state = nh->state;
 	h->loc = nh->loc;

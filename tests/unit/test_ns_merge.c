@@ -1753,6 +1753,97 @@ static void conflict_names_stay_unique_when_ids_share_a_prefix(void)
 	rs_free(&rs);
 }
 
+/* A file record by writer @w with content @v (a one-entry version vector). */
+static size_t file_record(uint8_t *buf, const uint8_t id[static NS_ID_LEN], const char *name,
+			  uint8_t w, uint64_t hlc, uint32_t v)
+{
+	struct ns_record r = { .type = NS_FILE, .mode = 0644, .size = 100 + v, .mtime = v };
+	long body;
+
+	memcpy(r.id, id, NS_ID_LEN);
+	r.hlc = hlc;
+	memset(r.writer, w, NS_NODE_ID_LEN);
+	r.content_kind = NS_CONTENT_MANIFEST;
+	memset(r.content, (int)v, CS_ID_LEN);
+	r.name = name;
+	r.name_len = (uint8_t)strlen(name);
+	r.vv_n = 1;
+	memcpy(r.vv[0].writer, r.writer, NS_NODE_ID_LEN);
+	r.vv[0].hlc = hlc;
+	body = ns_record_encode(&r, buf, 1024 - NS_REC_SIG_LEN);
+	T_ASSERT(body > 0);
+	ns_record_sign(buf, (size_t)body, share_pk, share_sk);
+	return (size_t)body + NS_REC_SIG_LEN;
+}
+
+static int verify_cb(void *arg, const uint8_t *rec, size_t len)
+{
+	struct ns_record r;
+
+	(void)arg;
+	T_ASSERT_OK(ns_record_decode(rec, len, &r));
+	if (!ns_record_verify(rec, len, share_pk))
+		T_FAIL("a committed record does not verify");
+	return 0;
+}
+
+/*
+ * A record with the writer and hlc of a conflict copy's loser but other
+ * fields (a writer holding the share key can sign anything) does not take
+ * the copy's place; the genuine copy does, and stays verifiable.
+ */
+static void a_forged_conflict_copy_does_not_replace_the_real_one(void)
+{
+	uint8_t e[NS_ID_LEN], cid[NS_ID_LEN], buf[1024], node[NS_NODE_ID_LEN] = { 9 };
+	uint64_t h = (tm_real_ms() - 1000) << 16;
+	char *dir = t_tmpdir("ns-forge"), *before, *after, copy_name[NS_NAME_MAX + 1] = "";
+	struct ns *ns;
+	struct tree t;
+	size_t len;
+
+	keys_once();
+	memset(e, 0xe1, NS_ID_LEN);
+	ns = open_ns(dir, node, true);
+	/* Two concurrent versions: writer 0x02 wins, 0x01's is shown as a copy. */
+	T_ASSERT_EQ(ns_apply(ns, buf, file_record(buf, e, "doc.txt", 0x01, h + 1, 1)), 1);
+	T_ASSERT_EQ(ns_apply(ns, buf, file_record(buf, e, "doc.txt", 0x02, h + 2, 2)), 1);
+	tree_get(ns, &t);
+	for (size_t i = 1; i < t.n; i++)
+		if (strstr(t.v[i].name, ".conflict-")) {
+			memcpy(cid, t.v[i].id, NS_ID_LEN);
+			snprintf(copy_name, sizeof(copy_name), "%s", t.v[i].name);
+		}
+	T_ASSERT(copy_name[0]);
+	before = t.dump;
+	t.dump = NULL;
+	tree_free(&t);
+	/* Forged: the loser's writer and hlc, another name. Ignored (equal versions). */
+	len = file_record(buf, cid, "forged.txt", 0x01, h + 1, 1);
+	T_ASSERT_EQ(ns_apply(ns, buf, len), 0);
+	after = dump_of(ns); /* also checks that lookup finds what readdir lists */
+	same_tree(before, after, "after a forged copy");
+	free(after);
+	T_ASSERT_OK(ns_commit(ns));
+	T_ASSERT_OK(ns_foreach_record(ns, verify_cb, NULL));
+	/* The genuine copy (as a writer that supersedes the conflict makes it). */
+	len = file_record(buf, cid, copy_name, 0x01, h + 1, 1);
+	T_ASSERT_EQ(ns_apply(ns, buf, len), 1);
+	after = dump_of(ns);
+	same_tree(before, after, "after the real copy");
+	free(after);
+	T_ASSERT_OK(ns_commit(ns));
+	T_ASSERT_OK(ns_foreach_record(ns, verify_cb, NULL));
+	ns_close(ns);
+	ns = open_ns(dir, node, true);
+	after = dump_of(ns);
+	same_tree(before, after, "reopened");
+	free(after);
+	free(before);
+	ns_close(ns);
+	t_tmpdir_remove(dir);
+	free(dir);
+}
+
 static void random_histories_merge_in_any_order(void)
 {
 	int histories = 3, perms = 70;
@@ -1799,4 +1890,5 @@ T_MAIN(T_CASE(concurrent_edits_keep_the_winner_and_one_conflict_copy),
        T_CASE(a_real_name_equal_to_a_conflict_name_stays_unique),
        T_CASE(conflict_names_stay_unique_when_ids_share_a_prefix),
        T_CASE(a_mended_cycle_is_undone_whatever_else_is_broken),
+       T_CASE(a_forged_conflict_copy_does_not_replace_the_real_one),
        T_CASE(random_histories_merge_in_any_order))
