@@ -380,19 +380,20 @@ static bool bucket_take(struct dht *d, struct dht__rate *table, uint64_t now, ui
 			uint32_t per_s)
 {
 	struct dht__rate *r = &table[key % d->nrate];
-	uint64_t full = 2000ULL * per_s; /* a burst of two seconds' worth */
+	uint64_t full = P2P_MIN(2000ULL * per_s, (uint64_t)UINT32_MAX); /* two seconds' worth */
+	uint32_t tag = (uint32_t)(key >> 32), elapsed = (uint32_t)now - r->last;
 
-	if (r->key != key) {
+	if (r->key != tag) {
 		/* A new source takes the slot: a flood of sources cannot grow the
 		 * table, it only makes the limit forget (and start full). */
-		r->key = key;
-		r->last = now;
-		r->tokens = (uint32_t)P2P_MIN(full, (uint64_t)UINT32_MAX);
-	} else if (now > r->last) {
-		uint64_t t = r->tokens + (now - r->last) * per_s;
-
-		r->tokens = (uint32_t)P2P_MIN(P2P_MIN(t, full), (uint64_t)UINT32_MAX);
-		r->last = now;
+		r->key = tag;
+		r->last = (uint32_t)now;
+		r->tokens = (uint32_t)full;
+	} else if (elapsed) {
+		/* 12-byte entries: the clock is kept modulo 2^32 ms (49 days);
+		 * a source quiet for longer than that refills partly, harmlessly. */
+		r->tokens = (uint32_t)P2P_MIN(r->tokens + (uint64_t)elapsed * per_s, full);
+		r->last = (uint32_t)now;
 	}
 	if (r->tokens < 1000)
 		return false;

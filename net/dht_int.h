@@ -314,8 +314,8 @@ struct dht__own {
 };
 
 struct dht__rate {
-	uint64_t key;
-	uint64_t last;	 /* ms */
+	uint32_t key;	 /* the source's keyed hash, high half (the slot holds the rest) */
+	uint32_t last;	 /* ms, modulo 2^32: only differences are used */
 	uint32_t tokens; /* thousandths of a request */
 };
 

@@ -25,14 +25,21 @@
  * origin's own table are hop 1, nodes they name hop 2, and so on.
  *
  *   dhtsim [--nodes N] [--lookups M] [--loss P] [--churn F] [--latency MS] [--seed S]
+ *          [--settle S] [--threads T]
  *   dhtsim --scale [--max N]  hops as the network grows: 1,000 / 10,000 / 100,000 nodes
+ *                             (settles 10 s instead of 70: joins refresh their buckets)
  *   dhtsim --idle [--nodes N] maintenance traffic of idle nodes over two virtual hours
  *   dhtsim --quick            a few seconds, for CI
+ *
+ * --threads (default 2) splits the nodes between threads (see "the simulated
+ * network"); results are reproducible for a given seed and thread count.
  */
 #include "net/dht.h"
 
 #include <errno.h>
 #include <math.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -40,11 +47,23 @@
 
 /* ---- the simulated network ---- */
 
+/*
+ * Parallel in the conservative way: node i belongs to worker i % nworkers,
+ * which alone runs its engine. Workers advance through windows of LOOKAHEAD
+ * ms of virtual time; a datagram takes at least that long (two access
+ * latencies of at least 1 ms), so nothing sent during a window is due in
+ * it: datagrams to another worker's nodes wait in an outbox until the
+ * barrier that ends the window. Empty stretches of time are skipped. A run
+ * is reproducible for a given number of workers.
+ */
+#define LOOKAHEAD 2
+#define WORKERS_MAX 16
+
 struct node {
 	struct dht *d;
 	uint8_t id[DHT_ID_LEN];
 	uint64_t tick_at; /* the pending tick event, 0: none */
-	uint16_t lat;	  /* one-way ms to the core */
+	uint16_t lat;	  /* one-way ms to the core, >= 1 */
 	bool alive, joined;
 };
 
@@ -52,30 +71,49 @@ enum ev_kind { EV_PKT, EV_TICK, EV_LOOKUP };
 
 struct ev {
 	uint64_t t;
-	uint32_t seq; /* FIFO among equal times: runs are reproducible */
+	uint32_t seq; /* FIFO among equal times */
 	uint32_t dst, src;
 	uint8_t kind;
 	uint16_t len;
 	uint8_t *buf; /* EV_PKT: the datagram; EV_LOOKUP: the probe */
 };
 
+struct evq {
+	struct ev *v;
+	size_t n, cap;
+};
+
+struct worker {
+	unsigned idx;
+	struct evq heap;
+	struct evq out[WORKERS_MAX]; /* to other workers, moved over at the barrier */
+	uint32_t seq;
+	uint64_t now, rng;
+	size_t cur; /* the node whose engine runs (the sender of what it sends) */
+	uint64_t pkts_sent, pkts_lost;
+	pthread_t thread;
+};
+
 static struct node *nodes;
 static size_t nnodes;
-static struct ev *heap;
-static size_t nheap, capheap;
-static uint64_t now_ms;
-static uint32_t evseq;
+static struct worker workers[WORKERS_MAX];
+static unsigned nworkers = 2;
+static __thread struct worker *W; /* this thread's worker */
 static double loss;
-static uint64_t rng = 88172645463325252ULL;
-static size_t cur; /* the node whose code runs (the sender of what it sends) */
-static uint64_t pkts_sent, pkts_lost;
+static uint64_t now_ms; /* the main thread's view, between runs */
+static atomic_size_t pending;
+static pthread_barrier_t barrier;
+static uint64_t window_end;
+static bool quitting;
 
 static uint64_t xr(void)
 {
-	rng ^= rng << 13;
-	rng ^= rng >> 7;
-	rng ^= rng << 17;
-	return rng;
+	uint64_t *r = &W->rng;
+
+	*r ^= *r << 13;
+	*r ^= *r >> 7;
+	*r ^= *r << 17;
+	return *r;
 }
 
 static double unif(void)
@@ -104,49 +142,62 @@ static void *xalloc(size_t n)
 	return p;
 }
 
+static void q_append(struct evq *q, const struct ev *e)
+{
+	if (q->n == q->cap) {
+		q->cap = q->cap ? q->cap * 2 : 4096;
+		q->v = realloc(q->v, q->cap * sizeof(*q->v));
+		if (!q->v) {
+			fprintf(stderr, "dhtsim: out of memory\n");
+			exit(1);
+		}
+	}
+	q->v[q->n++] = *e;
+}
+
 static bool ev_less(const struct ev *a, const struct ev *b)
 {
 	return a->t < b->t || (a->t == b->t && a->seq < b->seq);
 }
 
-static void push(struct ev e)
+static void push_to(struct worker *w, struct ev e)
 {
+	struct evq *h = &w->heap;
 	size_t i;
 
-	if (nheap == capheap) {
-		capheap = capheap ? capheap * 2 : 65536;
-		heap = realloc(heap, capheap * sizeof(*heap));
-		if (!heap) {
-			fprintf(stderr, "dhtsim: out of memory\n");
-			exit(1);
-		}
-	}
-	e.seq = evseq++;
-	for (i = nheap++; i > 0 && ev_less(&e, &heap[(i - 1) / 2]); i = (i - 1) / 2)
-		heap[i] = heap[(i - 1) / 2];
-	heap[i] = e;
+	e.seq = w->seq++;
+	q_append(h, &e);
+	for (i = h->n - 1; i > 0 && ev_less(&e, &h->v[(i - 1) / 2]); i = (i - 1) / 2)
+		h->v[i] = h->v[(i - 1) / 2];
+	h->v[i] = e;
 }
 
-static struct ev pop(void)
+static struct ev pop(struct worker *w)
 {
-	struct ev top = heap[0], last = heap[--nheap];
+	struct evq *h = &w->heap;
+	struct ev top = h->v[0], last = h->v[--h->n];
 	size_t i = 0;
 
 	for (;;) {
 		size_t c = 2 * i + 1;
 
-		if (c >= nheap)
+		if (c >= h->n)
 			break;
-		if (c + 1 < nheap && ev_less(&heap[c + 1], &heap[c]))
+		if (c + 1 < h->n && ev_less(&h->v[c + 1], &h->v[c]))
 			c++;
-		if (!ev_less(&heap[c], &last))
+		if (!ev_less(&h->v[c], &last))
 			break;
-		heap[i] = heap[c];
+		h->v[i] = h->v[c];
 		i = c;
 	}
-	if (nheap)
-		heap[i] = last;
+	if (h->n)
+		h->v[i] = last;
 	return top;
+}
+
+static struct worker *owner(size_t node)
+{
+	return &workers[node % nworkers];
 }
 
 /* Node i is 10.x.y.z:4000 (i < 2^24). */
@@ -179,54 +230,67 @@ static void sim_send(void *arg, const struct dht_addr *to, const uint8_t *buf, s
 	struct ev e = { .kind = EV_PKT };
 
 	(void)arg;
-	pkts_sent++;
+	W->pkts_sent++;
 	if (dst >= nnodes)
 		return;
 	if (loss > 0 && unif() < loss) {
-		pkts_lost++;
+		W->pkts_lost++;
 		return;
 	}
-	e.t = now_ms + one_way(cur, dst);
+	e.t = W->now + one_way(W->cur, dst);
 	e.dst = (uint32_t)dst;
-	e.src = (uint32_t)cur;
+	e.src = (uint32_t)W->cur;
 	e.len = (uint16_t)len;
 	e.buf = xalloc(len);
 	memcpy(e.buf, buf, len);
-	push(e);
+	if (owner(dst) == W)
+		push_to(W, e);
+	else
+		q_append(&W->out[owner(dst)->idx], &e);
 }
 
+/* Called by the node's own worker, or by the main thread between runs. */
 static void schedule_tick(size_t i, uint64_t at)
 {
-	if (at <= now_ms)
-		at = now_ms + 1;
+	uint64_t now = W->now;
+
+	if (at <= now)
+		at = now + 1;
 	/* One pending tick per node: an earlier one covers a later wish. */
-	if (nodes[i].tick_at > now_ms && nodes[i].tick_at <= at)
+	if (nodes[i].tick_at > now && nodes[i].tick_at <= at)
 		return;
 	nodes[i].tick_at = at;
-	push((struct ev){ .t = at, .kind = EV_TICK, .dst = (uint32_t)i });
+	push_to(owner(i), (struct ev){ .t = at, .kind = EV_TICK, .dst = (uint32_t)i });
 }
 
-/* Run node @i's engine: the datagram of @e, if any, then its timers. */
+/* The main thread acts for node @i between runs (start a lookup, bootstrap). */
+static void act_as(size_t i)
+{
+	W = owner(i);
+	W->now = now_ms;
+	W->cur = i;
+}
+
 static void run_node(size_t i, const struct ev *e)
 {
-	cur = i;
+	W->cur = i;
 	if (e) {
 		struct dht_addr from = addr_of(e->src);
 
-		dht_input(nodes[i].d, now_ms, &from, e->buf, e->len);
+		dht_input(nodes[i].d, W->now, &from, e->buf, e->len);
 	}
-	schedule_tick(i, dht_tick(nodes[i].d, now_ms));
+	schedule_tick(i, dht_tick(nodes[i].d, W->now));
 }
 
 static void start_lookup(const struct ev *e);
 
-/* Run events up to @until, or until @stop() says so. */
-static void run(uint64_t until, bool (*stop)(void))
+static void process_window(struct worker *w)
 {
-	while (nheap && heap[0].t <= until && !(stop && stop())) {
-		struct ev e = pop();
+	W = w;
+	while (w->heap.n && w->heap.v[0].t < window_end) {
+		struct ev e = pop(w);
 
-		now_ms = e.t;
+		w->now = e.t;
 		switch (e.kind) {
 		case EV_PKT:
 			if (nodes[e.dst].alive)
@@ -242,8 +306,105 @@ static void run(uint64_t until, bool (*stop)(void))
 			break;
 		}
 	}
+}
+
+/* Take what the other workers sent to @w during the window, in a fixed order. */
+static void merge_inbox(struct worker *w)
+{
+	for (unsigned s = 0; s < nworkers; s++) {
+		struct evq *q = &workers[s].out[w->idx];
+
+		for (size_t i = 0; i < q->n; i++)
+			push_to(w, q->v[i]);
+		q->n = 0;
+	}
+}
+
+static void *worker_main(void *arg)
+{
+	struct worker *w = arg;
+
+	for (;;) {
+		pthread_barrier_wait(&barrier); /* a window starts (or we quit) */
+		if (quitting)
+			return NULL;
+		process_window(w);
+		pthread_barrier_wait(&barrier);
+		merge_inbox(w);
+		pthread_barrier_wait(&barrier);
+	}
+}
+
+static void workers_start(unsigned n, uint64_t seed)
+{
+	nworkers = n;
+	for (unsigned i = 0; i < n; i++) {
+		memset(&workers[i], 0, sizeof(workers[i]));
+		workers[i].idx = i;
+		workers[i].rng = seed + 0x9e3779b97f4a7c15ULL * (i + 1);
+	}
+	W = &workers[0];
+	if (pthread_barrier_init(&barrier, NULL, n) != 0)
+		abort();
+	for (unsigned i = 1; i < n; i++)
+		if (pthread_create(&workers[i].thread, NULL, worker_main, &workers[i]) != 0) {
+			fprintf(stderr, "dhtsim: cannot start a thread\n");
+			exit(1);
+		}
+}
+
+static void workers_stop(void)
+{
+	quitting = true;
+	pthread_barrier_wait(&barrier);
+	for (unsigned i = 1; i < nworkers; i++)
+		pthread_join(workers[i].thread, NULL);
+	pthread_barrier_destroy(&barrier);
+	for (unsigned i = 0; i < nworkers; i++) {
+		free(workers[i].heap.v);
+		for (unsigned j = 0; j < WORKERS_MAX; j++)
+			free(workers[i].out[j].v);
+	}
+}
+
+/* Run every worker's events up to @until, or until @stop() says so. */
+static void run(uint64_t until, bool (*stop)(void))
+{
+	for (;;) {
+		uint64_t next = UINT64_MAX;
+
+		for (unsigned i = 0; i < nworkers; i++)
+			if (workers[i].heap.n)
+				next = P2P_MIN(next, workers[i].heap.v[0].t);
+		if (next > until || (stop && stop()))
+			break;
+		window_end = P2P_MIN(next + LOOKAHEAD, until + 1);
+		if (nworkers > 1)
+			pthread_barrier_wait(&barrier);
+		process_window(&workers[0]);
+		if (nworkers > 1) {
+			pthread_barrier_wait(&barrier);
+			merge_inbox(&workers[0]);
+			pthread_barrier_wait(&barrier);
+		} else {
+			merge_inbox(&workers[0]);
+		}
+		now_ms = window_end - 1;
+	}
+	W = &workers[0];
 	if (now_ms < until && !(stop && stop()))
 		now_ms = until;
+	for (unsigned i = 0; i < nworkers; i++)
+		workers[i].now = now_ms;
+}
+
+static uint64_t pkts_sent(void)
+{
+	uint64_t n = 0;
+
+	for (unsigned i = 0; i < nworkers; i++)
+		n += workers[i].pkts_sent;
+	return n;
 }
 
 /* ---- lookups and their results ---- */
@@ -258,8 +419,6 @@ struct probe {
 	uint64_t ms;
 	struct probe *next_free;
 };
-
-static size_t pending;
 
 static bool none_pending(void)
 {
@@ -328,15 +487,15 @@ static void start_lookup(const struct ev *e)
 		if (closest_alive(p->target, from, &best, 1))
 			memcpy(p->want, nodes[best].id, DHT_ID_LEN);
 	}
-	cur = from;
-	rc = p->providers ? dht_get_providers(nodes[from].d, now_ms, p->target, on_done, p)
-			  : dht_find_node(nodes[from].d, now_ms, p->target, on_done, p);
+	W->cur = from;
+	rc = p->providers ? dht_get_providers(nodes[from].d, W->now, p->target, on_done, p)
+			  : dht_find_node(nodes[from].d, W->now, p->target, on_done, p);
 	if (rc < 0) {
 		p->done = true;
 		pending--;
 		return;
 	}
-	schedule_tick(from, now_ms);
+	schedule_tick(from, W->now);
 }
 
 static size_t random_alive(void)
@@ -423,7 +582,7 @@ static struct summary lookups(size_t m, bool providers, uint64_t gap_ms)
 		} else {
 			sim_random(NULL, p[i].target, DHT_ID_LEN);
 		}
-		push(e);
+		push_to(owner(p[i].from), e);
 		pending++;
 	}
 	run(now_ms + m * gap_ms + 600000, none_pending);
@@ -442,7 +601,7 @@ static void provide_keys(size_t m)
 
 		sim_random(NULL, keys[i], DHT_ID_LEN);
 		key_owner[i] = (uint32_t)from;
-		cur = from;
+		act_as(from);
 		if (dht_add_provider(nodes[from].d, now_ms, keys[i], 0, NULL, NULL) < 0)
 			fprintf(stderr, "dhtsim: dht_add_provider failed\n");
 		schedule_tick(from, now_ms);
@@ -494,7 +653,7 @@ static void build(size_t n, double median_lat, uint64_t refresh_ms, uint64_t set
 			unsigned through = 1 + (unsigned)(xr() % 3);
 
 			nodes[i].alive = true;
-			cur = i;
+			act_as(i);
 			for (unsigned k = 0; k < through; k++) {
 				struct dht_addr a = addr_of(xr() % start);
 
@@ -517,11 +676,20 @@ static void destroy(void)
 {
 	for (size_t i = 0; i < nnodes; i++)
 		dht_free(nodes[i].d);
-	while (nheap) {
-		struct ev e = pop();
+	for (unsigned w = 0; w < nworkers; w++) {
+		while (workers[w].heap.n) {
+			struct ev e = pop(&workers[w]);
 
-		if (e.kind == EV_PKT)
-			free(e.buf);
+			if (e.kind == EV_PKT)
+				free(e.buf);
+		}
+		for (unsigned j = 0; j < nworkers; j++) {
+			struct evq *q = &workers[w].out[j];
+
+			for (size_t i = 0; i < q->n; i++)
+				free(q->v[i].kind == EV_PKT ? q->v[i].buf : NULL);
+			q->n = 0;
+		}
 	}
 	free(nodes);
 	free(keys);
@@ -614,9 +782,12 @@ static int full_run(const struct run_opts *o, bool quick)
 	build(o->nodes, o->latency, o->refresh_ms, o->settle_ms);
 	rtt = median_rtt();
 	tf = table_figures();
-	printf("\n%zu nodes (built in %.1f s of wall time): %.0f contacts per node, %.0f bytes per "
-	       "routing-table contact, %.1f KiB per engine; median round trip %.0f ms\n\n",
-	       o->nodes, wall() - t0, tf.contacts, tf.bytes_per_contact, tf.kib_per_node, rtt);
+	printf(
+	    "\n%zu nodes (built in %.1f s of wall time, %.0f datagrams per node to join and "
+	    "settle): %.0f contacts per node, %.0f bytes per routing-table contact, %.1f KiB per "
+	    "engine; median round trip %.0f ms\n\n",
+	    o->nodes, wall() - t0, (double)pkts_sent() / (double)o->nodes, tf.contacts,
+	    tf.bytes_per_contact, tf.kib_per_node, rtt);
 	provide_keys(o->lookups < 100 ? o->lookups : 100);
 	print_head();
 	f0 = lookups(o->lookups, false, 10);
@@ -722,7 +893,8 @@ static void usage(void)
 {
 	fprintf(stderr,
 		"usage: dhtsim [--nodes N] [--lookups M] [--churn F] [--loss P] [--latency MS]\n"
-		"              [--seed S] [--settle S] [--scale [--max N]] [--idle] [--quick]\n");
+		"              [--seed S] [--settle S] [--threads T] [--scale [--max N]] [--idle]\n"
+		"              [--quick]\n");
 	exit(2);
 }
 
@@ -735,7 +907,10 @@ int main(int argc, char **argv)
 			      .latency = 20,
 			      .refresh_ms = 60000,
 			      .settle_ms = 70000 };
-	bool scale = false, quick = false, idle = false, lookups_set = false;
+	bool scale = false, quick = false, idle = false, lookups_set = false, settle_set = false;
+	uint64_t seed = 88172645463325252ULL;
+	unsigned threads = 2;
+	int rc;
 	size_t max = 100000;
 
 	for (int i = 1; i < argc; i++) {
@@ -767,12 +942,16 @@ int main(int argc, char **argv)
 			i++;
 		} else if (!strcmp(a, "--settle")) {
 			o.settle_ms = (uint64_t)(atof(v) * 1000);
+			settle_set = true;
 			i++;
 		} else if (!strcmp(a, "--max")) {
 			max = strtoul(v, NULL, 10);
 			i++;
 		} else if (!strcmp(a, "--seed")) {
-			rng = strtoull(v, NULL, 10) * 2654435761ULL + 88172645463325252ULL;
+			seed = strtoull(v, NULL, 10) * 2654435761ULL + 88172645463325252ULL;
+			i++;
+		} else if (!strcmp(a, "--threads")) {
+			threads = (unsigned)strtoul(v, NULL, 10);
 			i++;
 		} else {
 			usage();
@@ -788,15 +967,23 @@ int main(int argc, char **argv)
 				"0..0.5, --latency >= 1\n");
 		return 2;
 	}
+	if (threads < 1 || threads > WORKERS_MAX) {
+		fprintf(stderr, "dhtsim: --threads 1..%d\n", WORKERS_MAX);
+		return 2;
+	}
+	workers_start(threads, seed);
+	rc = 0;
 	if (scale) {
 		if (!lookups_set)
 			o.lookups = 500;
+		if (!settle_set)
+			o.settle_ms = 10000;
 		scale_run(&o, max);
-		return 0;
-	}
-	if (idle) {
+	} else if (idle) {
 		idle_run(&o);
-		return 0;
+	} else {
+		rc = full_run(&o, quick);
 	}
-	return full_run(&o, quick);
+	workers_stop();
+	return rc;
 }
