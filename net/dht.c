@@ -37,6 +37,7 @@
 #define RTO_MAX 3000
 #define SOFT_UNKNOWN 500 /* before any round trip was measured */
 #define RTO_UNKNOWN 1000
+#define PING_BOUND 1000	  /* ms: the round trip assumed possible for pings nobody waits for */
 #define STALE_S (15 * 60) /* a contact quiet this long is checked before it is trusted */
 #define TOKEN_ROTATE_MS (5 * 60 * 1000)
 #define JOIN_AGAIN_MS 30000  /* look ourselves up again while the table has < k contacts */
@@ -109,37 +110,14 @@ static bool answers(uint8_t req, uint8_t reply)
  * A histogram with four buckets per doubling, halved every 1024 samples,
  * gives its 90th and 99th percentiles.
  */
-static unsigned rtt_bucket(uint32_t ms)
-{
-	unsigned lg, frac;
-
-	if (ms < 1)
-		return 0;
-	lg = 31u - (unsigned)__builtin_clz(ms);
-	frac = lg >= 2 ? (ms >> (lg - 2)) & 3 : (ms << (2 - lg)) & 3;
-	return P2P_MIN(1 + 4 * lg + frac, (unsigned)DHT_RTT_BUCKETS - 1);
-}
-
-/* The largest round trip bucket @i holds, ms. */
-static uint32_t rtt_bucket_top(unsigned i)
-{
-	unsigned lg, frac;
-
-	if (i == 0)
-		return 1;
-	lg = (i - 1) / 4;
-	frac = (i - 1) % 4;
-	return (uint32_t)(((4u + frac + 1) << lg) >> 2);
-}
-
 static uint32_t rtt_quantile(const struct dht *d, uint32_t total, unsigned permille)
 {
 	uint64_t want = ((uint64_t)total * permille + 999) / 1000, seen = 0;
 
 	for (unsigned i = 0; i < DHT_RTT_BUCKETS; i++)
 		if ((seen += d->rtt_hist[i]) >= want)
-			return rtt_bucket_top(i);
-	return rtt_bucket_top(DHT_RTT_BUCKETS - 1);
+			return dht__rtt_ms((uint8_t)(i + 1));
+	return dht__rtt_ms(DHT_RTT_BUCKETS);
 }
 
 static void rtt_sample(struct dht *d, uint32_t ms)
@@ -147,7 +125,7 @@ static void rtt_sample(struct dht *d, uint32_t ms)
 	uint32_t total = 0;
 
 	dht__rtt_update(&d->srtt_all, &d->rttvar_all, ms);
-	d->rtt_hist[rtt_bucket(ms)]++;
+	d->rtt_hist[P2P_MIN(dht__rtt_code(ms) - 1u, DHT_RTT_BUCKETS - 1u)]++;
 	if (++d->rtt_samples % 1024 == 0)
 		for (unsigned i = 0; i < DHT_RTT_BUCKETS; i++)
 			d->rtt_hist[i] /= 2;
@@ -171,7 +149,7 @@ struct deadlines {
 	uint64_t slow, retx, fail;
 };
 
-static struct deadlines deadlines(const struct dht *d, const struct dht__contact *c)
+static struct deadlines deadlines(const struct dht *d, const struct dht__contact *c, uint64_t bound)
 {
 	uint64_t slow, retx, fail;
 
@@ -187,6 +165,13 @@ static struct deadlines deadlines(const struct dht *d, const struct dht__contact
 		slow = d->rtt_q90 + 5;
 		retx = P2P_MAX((uint64_t)d->rtt_q99 + 5, slow);
 		fail = P2P_MAX(2u * (uint64_t)d->rtt_q99 + 10, retx + RTO_MIN);
+		/* A node far from us but close to the one that named it would
+		 * miss a deadline made of our own percentiles: use the bound on
+		 * its round trip (ours to the namer plus the namer's to it). */
+		if (bound) {
+			retx = P2P_MAX(retx, bound + 10);
+			fail = P2P_MAX(fail, bound + bound / 2 + 20);
+		}
 	} else {
 		slow = retx = SOFT_UNKNOWN;
 		fail = SOFT_UNKNOWN + RTO_UNKNOWN;
@@ -221,10 +206,10 @@ static int rpc_grow(struct dht *d)
 }
 
 struct dht__rpc *dht__rpc_new(struct dht *d, uint64_t now, uint8_t type, const struct dht_addr *to,
-			      const uint8_t *id)
+			      const uint8_t *id, uint32_t bound_ms)
 {
 	struct dht__contact *c = id ? dht__rt_find(&d->rt, id) : NULL;
-	struct deadlines dl = deadlines(d, c);
+	struct deadlines dl = deadlines(d, c, bound_ms);
 	uint64_t rnd;
 	struct dht__rpc *r;
 	uint16_t slot;
@@ -262,12 +247,17 @@ static void rpc_end(struct dht *d, struct dht__rpc *r)
 	d->nrpc--;
 }
 
-static void send_ping(struct dht *d, uint64_t now, const struct dht_addr *to, const uint8_t *id)
+/* @bound_ms: see dht__rpc_new. Pings nobody waits for (checking a node
+ * before it enters the table, a bootstrap address) pass a generous one: a
+ * live node far from us must not be missed for being slower than our usual
+ * round trips. */
+static void send_ping(struct dht *d, uint64_t now, const struct dht_addr *to, const uint8_t *id,
+		      uint32_t bound_ms)
 {
 	struct dht__rpc *r;
 	struct dht_msg m;
 
-	if (!(r = dht__rpc_new(d, now, DHT_PING, to, id)))
+	if (!(r = dht__rpc_new(d, now, DHT_PING, to, id, bound_ms)))
 		return;
 	dht__msg_init(&m, DHT_PING, r->txid);
 	dht__send_msg(d, to, &m);
@@ -280,13 +270,13 @@ static void ping_contact(struct dht *d, uint64_t now, struct dht__contact *c)
 
 	c->flags |= DHT__C_PINGING;
 	memcpy(id, c->id, DHT_ID_LEN);
-	send_ping(d, now, &a, id); /* c may move once the table changes */
+	send_ping(d, now, &a, id, 0); /* c may move once the table changes */
 }
 
 void dht_ping(struct dht *d, uint64_t now, const struct dht_addr *addr)
 {
 	if (dht__addr_valid(addr))
-		send_ping(d, now, addr, NULL);
+		send_ping(d, now, addr, NULL, PING_BOUND);
 }
 
 int dht_bootstrap(struct dht *d, uint64_t now, const struct dht_addr *addr)
@@ -296,7 +286,7 @@ int dht_bootstrap(struct dht *d, uint64_t now, const struct dht_addr *addr)
 
 	if (!dht__addr_valid(addr))
 		return -EINVAL;
-	if (!(r = dht__rpc_new(d, now, DHT_PING, addr, NULL)))
+	if (!(r = dht__rpc_new(d, now, DHT_PING, addr, NULL, PING_BOUND)))
 		return -EAGAIN;
 	dht__msg_init(&m, DHT_PING, r->txid);
 	dht__send_msg(d, addr, &m);
@@ -316,7 +306,7 @@ static void learn(struct dht *d, uint64_t now, const uint8_t id[static DHT_ID_LE
 
 	if (rc == DHT__RT_UNKNOWN) {
 		/* A node that asked us something: we add it once it answers us. */
-		send_ping(d, now, from, id);
+		send_ping(d, now, from, id, PING_BOUND);
 	} else if (rc == DHT__RT_ADDED && before == 0) {
 		d->join_due = true; /* our first contact: join through it now */
 	}
@@ -450,6 +440,8 @@ static void serve(struct dht *d, uint64_t now, const struct dht_addr *from, cons
 	uint64_t seq = 0;
 	int rc;
 
+	uint16_t srtt[DHT_K];
+
 	/* Not a full clear: the 3 KiB message would cost more than the reply. */
 	dht__msg_init(&r, 0, q->txid);
 	switch (q->type) {
@@ -460,14 +452,14 @@ static void serve(struct dht *d, uint64_t now, const struct dht_addr *from, cons
 	case DHT_FIND_NODE:
 		r.type = DHT_NODES;
 		r.token = token_for(d, 0, from);
-		r.nnodes = dht__rt_closest(&d->rt, q->target, q->sender, r.nodes, DHT_K);
+		r.nnodes = dht__rt_closest(&d->rt, q->target, q->sender, r.nodes, srtt, DHT_K);
 		break;
 	case DHT_GET_PROVIDERS:
 		r.type = DHT_PROVIDERS;
 		r.token = token_for(d, 0, from);
 		r.nproviders = dht__prov_get(&d->store, now, q->target, d->prov_rot++, r.providers,
 					     DHT_PROVIDERS_MAX);
-		r.nnodes = dht__rt_closest(&d->rt, q->target, q->sender, r.nodes, DHT_K);
+		r.nnodes = dht__rt_closest(&d->rt, q->target, q->sender, r.nodes, srtt, DHT_K);
 		break;
 	case DHT_GET:
 		r.type = DHT_VALUE;
@@ -476,7 +468,7 @@ static void serve(struct dht *d, uint64_t now, const struct dht_addr *from, cons
 			r.has_record = true;
 			r.record = *rec;
 		}
-		r.nnodes = dht__rt_closest(&d->rt, q->target, q->sender, r.nodes, DHT_K);
+		r.nnodes = dht__rt_closest(&d->rt, q->target, q->sender, r.nodes, srtt, DHT_K);
 		break;
 	case DHT_ADD_PROVIDER:
 		if (!token_ok(d, from, q->token)) {
@@ -508,6 +500,9 @@ static void serve(struct dht *d, uint64_t now, const struct dht_addr *from, cons
 	default:
 		return;
 	}
+	/* With each node, our round trip to it: the asker bounds its own. */
+	for (size_t i = 0; i < r.nnodes; i++)
+		r.node_rtt[i] = srtt[i] ? dht__rtt_code(srtt[i]) : 0;
 	dht__send_msg(d, from, &r);
 }
 

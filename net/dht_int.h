@@ -11,6 +11,7 @@
 #include "net/dht.h"
 
 #include <sodium.h>
+#include <string.h>
 
 /* ==== messages (dht_msg.c) ==== */
 
@@ -56,6 +57,7 @@ struct dht_msg {
 	struct dht_addr observed;   /* PONG: the requester's address as seen by the responder */
 	size_t nnodes, nproviders;
 	struct dht_contact nodes[DHT_K];
+	uint8_t node_rtt[DHT_K]; /* per node: the sender's round trip to it (dht__rtt_code) */
 	struct dht_contact providers[DHT_PROVIDERS_MAX];
 	bool has_record;	  /* VALUE; always for PUT */
 	struct dht_record record; /* VALUE, PUT */
@@ -68,6 +70,7 @@ static inline void dht__msg_init(struct dht_msg *m, uint8_t type, uint64_t txid)
 	m->type = type;
 	m->txid = txid;
 	m->nnodes = m->nproviders = 0;
+	memset(m->node_rtt, 0, sizeof(m->node_rtt));
 	m->has_record = false;
 	m->token = m->seq = m->cas = 0;
 	m->port = 0;
@@ -168,9 +171,11 @@ bool dht__rt_remove(struct dht__rt *rt, const uint8_t id[static DHT_ID_LEN]);
 /* Put @c in the table unverified, as if loaded from a file. */
 int dht__rt_add_unverified(struct dht__rt *rt, const struct dht_contact *c);
 /* The @max (<= 2 * DHT_K + 1) closest contacts to @target that are not
- * failing, closest first, leaving out @exclude (may be NULL). */
+ * failing, closest first, leaving out @exclude (may be NULL); with
+ * @ret_srtt, their round-trip estimates too (ms, 0 if unmeasured). */
 size_t dht__rt_closest(const struct dht__rt *rt, const uint8_t target[static DHT_ID_LEN],
-		       const uint8_t *exclude, struct dht_contact *out, size_t max);
+		       const uint8_t *exclude, struct dht_contact *out, uint16_t *ret_srtt,
+		       size_t max);
 /* A random id in bucket @i's range, from @rnd (DHT_ID_LEN random bytes). */
 void dht__rt_random_id(const struct dht__rt *rt, unsigned i, const uint8_t *rnd,
 		       uint8_t ret_id[static DHT_ID_LEN]);
@@ -183,6 +188,10 @@ long dht__rt_save(const struct dht__rt *rt, uint8_t *buf, size_t cap);
 int dht__rt_load(struct dht__rt *rt, const uint8_t *buf, size_t len);
 /* The RTT estimator, shared with the engine's all-contacts estimate. */
 void dht__rtt_update(uint32_t *srtt, uint32_t *rttvar, uint32_t rtt);
+/* Round trips in one byte, four steps per doubling: 0 unknown, 1 under a
+ * millisecond, and so on; and back to the most ms a code stands for. */
+uint8_t dht__rtt_code(uint32_t ms);
+uint32_t dht__rtt_ms(uint8_t code);
 
 /* ==== records stored for others (dht_store.c) ==== */
 
@@ -324,9 +333,11 @@ struct dht__rate {
 void dht__joined(struct dht *d, uint64_t now, size_t found);
 void dht__rnd(struct dht *d, void *buf, size_t len);
 void dht__send_msg(struct dht *d, const struct dht_addr *to, struct dht_msg *m);
-/* A new request slot, or NULL when DHT_RPC_MAX are in flight. @id may be NULL. */
+/* A new request slot, or NULL when DHT_RPC_MAX are in flight. @id may be
+ * NULL; @bound_ms, if not 0, bounds the round trip to a node we never
+ * measured (from what another node measured: see dht_lookup.c). */
 struct dht__rpc *dht__rpc_new(struct dht *d, uint64_t now, uint8_t type, const struct dht_addr *to,
-			      const uint8_t *id);
+			      const uint8_t *id, uint32_t bound_ms);
 
 /* dht_lookup.c */
 enum dht__lookup_kind {

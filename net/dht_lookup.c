@@ -44,6 +44,7 @@ struct cand {
 	uint8_t id[DHT_ID_LEN];
 	struct dht_addr addr;
 	uint64_t token;
+	uint16_t bound; /* ms: our round trip to it is likely under this; 0 unknown */
 	uint8_t state, sstate, hop;
 	bool has_token;
 };
@@ -149,7 +150,7 @@ static bool send_request(struct dht *d, struct dht_lookup *l, uint8_t ci, uint8_
 	struct dht__rpc *r;
 	struct dht_msg m;
 
-	if (!(r = dht__rpc_new(d, now, type, &c->addr, c->id)))
+	if (!(r = dht__rpc_new(d, now, type, &c->addr, c->id, c->bound)))
 		return false;
 	r->lookup = l->slot;
 	r->lookup_gen = l->gen;
@@ -162,7 +163,8 @@ static bool send_request(struct dht *d, struct dht_lookup *l, uint8_t ci, uint8_
 
 /* ---- candidates ---- */
 
-static void add_cand(struct dht *d, struct dht_lookup *l, const struct dht_contact *nc, uint8_t hop)
+static void add_cand(struct dht *d, struct dht_lookup *l, const struct dht_contact *nc, uint8_t hop,
+		     uint32_t bound)
 {
 	const struct dht__contact *known;
 	size_t pos;
@@ -180,6 +182,8 @@ static void add_cand(struct dht *d, struct dht_lookup *l, const struct dht_conta
 		if (!memcmp(c->id, nc->id, DHT_ID_LEN)) {
 			if (hop < c->hop)
 				c->hop = hop;
+			if (bound && (!c->bound || bound < c->bound))
+				c->bound = (uint16_t)P2P_MIN(bound, 65535u);
 			return;
 		}
 	}
@@ -205,6 +209,7 @@ static void add_cand(struct dht *d, struct dht_lookup *l, const struct dht_conta
 	memcpy(l->c[ci].id, nc->id, DHT_ID_LEN);
 	l->c[ci].addr = nc->addr;
 	l->c[ci].hop = hop;
+	l->c[ci].bound = (uint16_t)P2P_MIN(bound, 65535u);
 	/* A node our table knows to be failing is not worth a timeout. */
 	if ((known = dht__rt_find(&d->rt, nc->id)) && known->fails >= DHT_FAILS_MAX)
 		l->c[ci].state = C_FAILED;
@@ -353,6 +358,8 @@ static void step(struct dht *d, struct dht_lookup *l, uint64_t now)
 void dht__lookup_reply(struct dht *d, uint64_t now, const struct dht__rpc *r,
 		       const struct dht_msg *m)
 {
+	const struct dht__contact *known;
+	uint32_t via = 0;
 	struct dht_lookup *l;
 	struct cand *c;
 	uint8_t hop;
@@ -421,8 +428,14 @@ void dht__lookup_reply(struct dht *d, uint64_t now, const struct dht__rpc *r,
 		}
 	}
 	hop = (uint8_t)P2P_MIN(c->hop + 1, 255);
+	/* Our round trip to the answering node, for the bounds of those it names. */
+	if (!r->retx)
+		via = (uint32_t)(now - r->sent);
+	else if ((known = dht__rt_find(&d->rt, r->id)))
+		via = known->srtt;
 	for (size_t i = 0; i < m->nnodes; i++)
-		add_cand(d, l, &m->nodes[i], hop);
+		add_cand(d, l, &m->nodes[i], hop,
+			 via && m->node_rtt[i] ? via + dht__rtt_ms(m->node_rtt[i]) : 0);
 	/* Progress is the closest candidate getting closer. */
 	if (l->n && (!l->has_best || dht_id_cmp_dist(l->target, l->c[l->ord[0]].id, l->best) < 0)) {
 		memcpy(l->best, l->c[l->ord[0]].id, DHT_ID_LEN);
@@ -489,9 +502,9 @@ int dht__lookup_start(struct dht *d, uint64_t now, enum dht__lookup_kind kind,
 	d->look[slot] = l;
 	d->nlook++;
 	/* Twice k from our table: the second half stands in for silent ones. */
-	n = dht__rt_closest(&d->rt, target, NULL, seed, 2 * DHT_K);
+	n = dht__rt_closest(&d->rt, target, NULL, seed, NULL, 2 * DHT_K);
 	for (size_t i = 0; i < n; i++)
-		add_cand(d, l, &seed[i], 1);
+		add_cand(d, l, &seed[i], 1, 0);
 	l->starting = true;
 	step(d, l, now);
 	l->starting = false;

@@ -15,18 +15,21 @@
  *   PING           -
  *   PONG           address: the requester's, as the responder saw it
  *   FIND_NODE      32 target
- *   NODES          u64 token, u8 n (<= 20), n contacts
+ *   NODES          u64 token, u8 n (<= 20), n nodes
  *   GET_PROVIDERS  32 key
- *   PROVIDERS      u64 token, u8 p (<= 16), p contacts, u8 n (<= 20), n contacts
+ *   PROVIDERS      u64 token, u8 p (<= 16), p contacts, u8 n (<= 20), n nodes
  *   ADD_PROVIDER   32 key, u64 token, u16 port (0: the source port)
  *   ACK            -
  *   ERROR          u8 code (enum dht_err), u64 seq (the stored one, for SEQ and CAS)
  *   GET            32 target, u64 seq (send the record only if it is newer; 0: any)
- *   VALUE          u64 token, u8 has (0 or 1), [record], u8 n (<= 20), n contacts
+ *   VALUE          u64 token, u8 has (0 or 1), [record], u8 n (<= 20), n nodes
  *   PUT            u64 token, u64 cas (0: none), record
  *
  *   address = u8 family (4 or 6), 4 or 16 bytes, u16 port (not 0; address not all zero)
  *   contact = 32 id, address                         (39 or 51 bytes)
+ *   node    = 32 id, u8 rtt, address                 (40 or 52 bytes)
+ *             rtt: the sender's round trip to that node (dht__rtt_code: four
+ *             steps per doubling of milliseconds; 0 = not measured)
  *   record  = 32 public key, u8 salt length (<= 64), salt, u64 seq,
  *             u16 value length (<= 1000), value, 64 signature
  *
@@ -80,7 +83,9 @@ static int get_addr(struct rbuf *r, struct dht_addr *a)
 	return dht__addr_valid(a) ? 0 : -EPROTO;
 }
 
-static int get_contacts(struct rbuf *r, struct dht_contact *out, size_t max, size_t *ret_n)
+/* A list of contacts, or of nodes when @rtt is not NULL. */
+static int get_contacts(struct rbuf *r, struct dht_contact *out, uint8_t *rtt, size_t max,
+			size_t *ret_n)
 {
 	uint8_t n;
 	int rc;
@@ -91,7 +96,7 @@ static int get_contacts(struct rbuf *r, struct dht_contact *out, size_t max, siz
 		return -EPROTO;
 	for (size_t i = 0; i < n; i++)
 		if ((rc = rbuf_copy(r, out[i].id, DHT_ID_LEN)) < 0 ||
-		    (rc = get_addr(r, &out[i].addr)) < 0)
+		    (rtt && (rc = rbuf_u8(r, &rtt[i])) < 0) || (rc = get_addr(r, &out[i].addr)) < 0)
 			return rc;
 	*ret_n = n;
 	return 0;
@@ -133,12 +138,13 @@ static int get_body(struct rbuf *r, struct dht_msg *m)
 	case DHT_NODES:
 		if ((rc = rbuf_u64(r, &m->token)) < 0)
 			return rc;
-		return get_contacts(r, m->nodes, DHT_K, &m->nnodes);
+		return get_contacts(r, m->nodes, m->node_rtt, DHT_K, &m->nnodes);
 	case DHT_PROVIDERS:
 		if ((rc = rbuf_u64(r, &m->token)) < 0 ||
-		    (rc = get_contacts(r, m->providers, DHT_PROVIDERS_MAX, &m->nproviders)) < 0)
+		    (rc = get_contacts(r, m->providers, NULL, DHT_PROVIDERS_MAX, &m->nproviders)) <
+			0)
 			return rc;
-		return get_contacts(r, m->nodes, DHT_K, &m->nnodes);
+		return get_contacts(r, m->nodes, m->node_rtt, DHT_K, &m->nnodes);
 	case DHT_ADD_PROVIDER:
 		if ((rc = rbuf_copy(r, m->target, DHT_ID_LEN)) < 0 ||
 		    (rc = rbuf_u64(r, &m->token)) < 0)
@@ -160,7 +166,7 @@ static int get_body(struct rbuf *r, struct dht_msg *m)
 		m->has_record = has;
 		if (has && (rc = get_record(r, &m->record)) < 0)
 			return rc;
-		return get_contacts(r, m->nodes, DHT_K, &m->nnodes);
+		return get_contacts(r, m->nodes, m->node_rtt, DHT_K, &m->nnodes);
 	case DHT_PUT:
 		if ((rc = rbuf_u64(r, &m->token)) < 0 || (rc = rbuf_u64(r, &m->cas)) < 0)
 			return rc;
@@ -202,9 +208,10 @@ static void put_addr(struct wbuf *w, const struct dht_addr *a)
 	wbuf_u16(w, a->port);
 }
 
-/* As many valid contacts of @c[0..n) as fit in @room bytes, after the count byte. */
-static void put_contacts(struct wbuf *w, const struct dht_contact *c, size_t n, size_t max,
-			 size_t reserve)
+/* As many valid contacts of @c[0..n) as fit, after the count byte, leaving
+ * @reserve bytes; nodes (with their round trips) when @rtt is not NULL. */
+static void put_contacts(struct wbuf *w, const struct dht_contact *c, const uint8_t *rtt, size_t n,
+			 size_t max, size_t reserve)
 {
 	size_t room = w->cap - w->len, used = 1, k = 0;
 	uint8_t *count;
@@ -217,13 +224,15 @@ static void put_contacts(struct wbuf *w, const struct dht_contact *c, size_t n, 
 	if (!(count = wbuf_reserve(w, 1)))
 		return;
 	for (size_t i = 0; i < n && k < max; i++) {
-		size_t cl = dht__contact_wire_len(&c[i]);
+		size_t cl = dht__contact_wire_len(&c[i]) + (rtt ? 1 : 0);
 
 		if (!dht__addr_valid(&c[i].addr))
 			continue;
 		if (used + cl > room)
 			break;
 		wbuf_bytes(w, c[i].id, DHT_ID_LEN);
+		if (rtt)
+			wbuf_u8(w, rtt[i]);
 		put_addr(w, &c[i].addr);
 		used += cl;
 		k++;
@@ -269,12 +278,12 @@ size_t dht__msg_encode(const struct dht_msg *m, uint8_t buf[static DHT_MSG_MAX])
 		break;
 	case DHT_NODES:
 		wbuf_u64(&w, m->token);
-		put_contacts(&w, m->nodes, m->nnodes, DHT_K, 0);
+		put_contacts(&w, m->nodes, m->node_rtt, m->nnodes, DHT_K, 0);
 		break;
 	case DHT_PROVIDERS:
 		wbuf_u64(&w, m->token);
-		put_contacts(&w, m->providers, m->nproviders, DHT_PROVIDERS_MAX, 1);
-		put_contacts(&w, m->nodes, m->nnodes, DHT_K, 0);
+		put_contacts(&w, m->providers, NULL, m->nproviders, DHT_PROVIDERS_MAX, 1);
+		put_contacts(&w, m->nodes, m->node_rtt, m->nnodes, DHT_K, 0);
 		break;
 	case DHT_ADD_PROVIDER:
 		wbuf_bytes(&w, m->target, DHT_ID_LEN);
@@ -294,7 +303,7 @@ size_t dht__msg_encode(const struct dht_msg *m, uint8_t buf[static DHT_MSG_MAX])
 		wbuf_u8(&w, m->has_record ? 1 : 0);
 		if (m->has_record)
 			put_record(&w, &m->record);
-		put_contacts(&w, m->nodes, m->nnodes, DHT_K, 0);
+		put_contacts(&w, m->nodes, m->node_rtt, m->nnodes, DHT_K, 0);
 		break;
 	case DHT_PUT:
 		wbuf_u64(&w, m->token);

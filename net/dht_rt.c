@@ -84,6 +84,28 @@ void dht__rtt_update(uint32_t *srtt, uint32_t *rttvar, uint32_t rtt)
 	*srtt = P2P_MAX((7 * *srtt + rtt) / 8, 1u);
 }
 
+uint8_t dht__rtt_code(uint32_t ms)
+{
+	unsigned lg, frac;
+
+	if (ms < 1)
+		return 1;
+	lg = 31u - (unsigned)__builtin_clz(ms);
+	frac = lg >= 2 ? (ms >> (lg - 2)) & 3 : (ms << (2 - lg)) & 3;
+	return (uint8_t)P2P_MIN(2 + 4 * lg + frac, 255u);
+}
+
+uint32_t dht__rtt_ms(uint8_t code)
+{
+	unsigned lg, frac;
+
+	if (code <= 1)
+		return code; /* unknown; under 1 ms */
+	lg = (code - 2u) / 4;
+	frac = (code - 2u) % 4;
+	return lg > 24 ? UINT32_MAX : (uint32_t)(((4u + frac + 1) << lg) >> 2);
+}
+
 int dht__rt_init(struct dht__rt *rt, const uint8_t self[static DHT_ID_LEN], unsigned pow_bits)
 {
 	memset(rt, 0, sizeof(*rt));
@@ -452,7 +474,7 @@ int dht__rt_add_unverified(struct dht__rt *rt, const struct dht_contact *c)
  * far[] holds the first word of each entry's distance, for a quick reject. */
 static void insert_sorted(const uint8_t t[static DHT_ID_LEN], uint64_t t0,
 			  const struct dht__contact *c, struct dht_contact *out, uint64_t *far,
-			  size_t *n, size_t max)
+			  uint16_t *srtt, size_t *n, size_t max)
 {
 	uint64_t d0 = word(c->id, 0) ^ t0;
 	size_t pos;
@@ -465,16 +487,18 @@ static void insert_sorted(const uint8_t t[static DHT_ID_LEN], uint64_t t0,
 						 dht_id_cmp_dist(t, c->id, out[pos - 1].id) < 0))) {
 		out[pos] = out[pos - 1];
 		far[pos] = far[pos - 1];
+		srtt[pos] = srtt[pos - 1];
 		pos--;
 	}
 	memcpy(out[pos].id, c->id, DHT_ID_LEN);
 	out[pos].addr = c->addr;
 	far[pos] = d0;
+	srtt[pos] = c->srtt;
 }
 
 static void collect(const struct dht__rt *rt, unsigned i, const uint8_t t[static DHT_ID_LEN],
-		    const uint8_t *exclude, struct dht_contact *out, uint64_t *far, size_t *n,
-		    size_t max)
+		    const uint8_t *exclude, struct dht_contact *out, uint64_t *far, uint16_t *srtt,
+		    size_t *n, size_t max)
 {
 	const struct dht__bucket *b = &rt->b[i];
 	uint64_t t0 = word(t, 0);
@@ -482,14 +506,16 @@ static void collect(const struct dht__rt *rt, unsigned i, const uint8_t t[static
 	for (size_t j = 0; j < b->n; j++)
 		if (b->c[j].fails < DHT_FAILS_MAX &&
 		    !(exclude && !memcmp(b->c[j].id, exclude, DHT_ID_LEN)))
-			insert_sorted(t, t0, &b->c[j], out, far, n, max);
+			insert_sorted(t, t0, &b->c[j], out, far, srtt, n, max);
 }
 
 size_t dht__rt_closest(const struct dht__rt *rt, const uint8_t t[static DHT_ID_LEN],
-		       const uint8_t *exclude, struct dht_contact *out, size_t max)
+		       const uint8_t *exclude, struct dht_contact *out, uint16_t *ret_srtt,
+		       size_t max)
 {
 	unsigned p = dht_common_prefix(rt->self, t), last = rt->nb - 1u, first;
 	uint64_t far[2 * DHT_K + 1];
+	uint16_t srtt[2 * DHT_K + 1];
 	size_t n = 0;
 
 	if (!max)
@@ -503,13 +529,15 @@ size_t dht__rt_closest(const struct dht__rt *rt, const uint8_t t[static DHT_ID_L
 	 * buckets above it, then downwards, stopping once @max are found.
 	 */
 	first = p < last ? p : last;
-	collect(rt, first, t, exclude, out, far, &n, max);
+	collect(rt, first, t, exclude, out, far, srtt, &n, max);
 	/* Each group is entirely closer than the next: stop when full. */
 	for (unsigned i = first + 1; i <= last && n < max; i++)
 		for (; i <= last; i++)
-			collect(rt, i, t, exclude, out, far, &n, max);
+			collect(rt, i, t, exclude, out, far, srtt, &n, max);
 	for (unsigned i = first; i-- > 0 && n < max;)
-		collect(rt, i, t, exclude, out, far, &n, max);
+		collect(rt, i, t, exclude, out, far, srtt, &n, max);
+	if (ret_srtt)
+		memcpy(ret_srtt, srtt, n * sizeof(*srtt));
 	return n;
 }
 

@@ -41,6 +41,7 @@ static uint32_t evseq;
 static uint64_t now;
 static size_t cur;
 static unsigned lat_min = 1, lat_jitter = 3; /* ms one way */
+static unsigned lat_extra[MAXN];	     /* ms one way, to and from that node */
 static bool v6net;
 /* Return true to lose a datagram (set by tests). */
 static bool (*drop)(size_t src, size_t dst, const uint8_t *buf, size_t len);
@@ -134,7 +135,7 @@ static void net_send(void *arg, const struct dht_addr *to, const uint8_t *buf, s
 	}
 	if (drop && drop(cur, dst, buf, len))
 		return;
-	e.t = now + lat_min + t_rand() % (lat_jitter + 1);
+	e.t = now + lat_min + t_rand() % (lat_jitter + 1) + lat_extra[cur] + lat_extra[dst];
 	e.dst = (int32_t)dst;
 	e.src = (uint32_t)cur;
 	e.len = (uint16_t)len;
@@ -232,6 +233,7 @@ static void free_nodes(void)
 	}
 	n = 0;
 	drop = NULL;
+	memset(lat_extra, 0, sizeof(lat_extra));
 	v6net = false;
 	lat_min = 1;
 	lat_jitter = 3;
@@ -443,6 +445,38 @@ static void lookups_route_around_dead_nodes_fast(void)
 	printf("# after 30 %% died: lookup median %llu ms, p99 %llu ms, max %llu ms\n",
 	       (unsigned long long)ms[50], (unsigned long long)ms[98], (unsigned long long)ms[99]);
 	T_ASSERT(ms[98] <= 300);
+	free_nodes();
+}
+
+/* A node far from everyone (150 ms one way, where others are 1-4 ms apart)
+ * is slower than 99 % of anyone's round trips, yet alive: a lookup must wait
+ * for it. Its neighbours tell how long their own round trip to it takes. */
+static void far_nodes_are_waited_for(void)
+{
+	size_t far[3] = { 40, 80, 120 };
+
+	make_nodes(160, NULL);
+	for (int i = 0; i < 3; i++)
+		lat_extra[far[i]] = 150;
+	join_all();
+	for (int k = 0; k < 30; k++) {
+		size_t f = far[k % 3], from;
+		uint8_t t[DHT_ID_LEN];
+		struct res x;
+
+		/* A target right next to the far node, asked by a node that
+		 * has never measured it. */
+		memcpy(t, ids[f], DHT_ID_LEN);
+		t[DHT_ID_LEN - 1] ^= 1;
+		do
+			from = t_rand() % n;
+		while (from == f || lat_extra[from]);
+		(void)dht__rt_remove(&nd[from]->rt, ids[f]);
+		x = find_node(from, t, 5000);
+		T_ASSERT_OK(x.r.rc);
+		T_ASSERT_MEM_EQ(x.r.closest[0].id, ids[f], DHT_ID_LEN);
+		T_ASSERT(x.r.elapsed_ms >= 300);
+	}
 	free_nodes();
 }
 
@@ -1090,8 +1124,8 @@ static void free_with_lookups_running(void)
 
 T_MAIN(T_CASE(lookups_find_the_closest_node), T_CASE(done_never_runs_inside_the_start_call),
        T_CASE(lost_requests_are_sent_again), T_CASE(lookups_route_around_dead_nodes_fast),
-       T_CASE(a_table_of_dead_nodes_still_ends_lookups), T_CASE(ipv6_nodes_work_alike),
-       T_CASE(providers_are_found_expire_and_are_republished),
+       T_CASE(far_nodes_are_waited_for), T_CASE(a_table_of_dead_nodes_still_ends_lookups),
+       T_CASE(ipv6_nodes_work_alike), T_CASE(providers_are_found_expire_and_are_republished),
        T_CASE(stores_need_a_token_from_the_same_address),
        T_CASE(replies_only_from_the_address_asked), T_CASE(floods_are_rate_limited),
        T_CASE(garbage_is_counted_and_ignored), T_CASE(signed_records_follow_sequence_and_cas_rules),

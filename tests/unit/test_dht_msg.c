@@ -46,8 +46,10 @@ static struct dht_msg sample(uint8_t type, bool v6)
 	m.observed = m.providers[0].addr;
 	if (type == DHT_NODES || type == DHT_PROVIDERS || type == DHT_VALUE) {
 		m.nnodes = DHT_K;
-		for (int i = 0; i < DHT_K; i++)
+		for (int i = 0; i < DHT_K; i++) {
 			fill_contact(&m.nodes[i], i, v6 ? 6 : 4);
+			m.node_rtt[i] = (uint8_t)(i * 7);
+		}
 	}
 	if (type == DHT_PROVIDERS) {
 		m.nproviders = v6 ? DHT_PROVIDERS_MAX : 3;
@@ -124,6 +126,7 @@ static void every_type_round_trips(void)
 				if (!v6 && types[t] != DHT_VALUE)
 					T_ASSERT_EQ(back.nnodes, m.nnodes);
 				contacts_equal(back.nodes, m.nodes, back.nnodes);
+				T_ASSERT_MEM_EQ(back.node_rtt, m.node_rtt, back.nnodes);
 			}
 			if (types[t] == DHT_PROVIDERS) {
 				T_ASSERT_EQ(back.nproviders, m.nproviders);
@@ -149,12 +152,12 @@ static void long_lists_are_cut_to_fit(void)
 	uint8_t buf[DHT_MSG_MAX];
 	size_t len = dht__msg_encode(&m, buf);
 
-	/* 16 IPv6 providers (816 bytes) and 20 IPv6 nodes (1020) cannot share 1400. */
+	/* 16 IPv6 providers (816 bytes) and 20 IPv6 nodes (1040) cannot share 1400. */
 	T_ASSERT(len <= DHT_MSG_MAX);
 	T_ASSERT_OK(dht__msg_decode(buf, len, &back));
 	T_ASSERT_EQ(back.nproviders, DHT_PROVIDERS_MAX);
 	T_ASSERT(back.nnodes < DHT_K);
-	T_ASSERT(len + 51 > DHT_MSG_MAX); /* ... but as many as fit */
+	T_ASSERT(len + 52 > DHT_MSG_MAX); /* ... but as many as fit */
 	/* A full record leaves room for a few contacts only. */
 	m = sample(DHT_VALUE, true);
 	len = dht__msg_encode(&m, buf);
@@ -243,14 +246,16 @@ static void bad_fields_are_rejected(void)
 	at = DHT_HDR_LEN + 8; /* the node count, after the token */
 	T_ASSERT_EQ(poke(buf, len, at, DHT_K + 1), -EPROTO);
 	T_ASSERT_EQ(poke(buf, len, at, 0xff), -EPROTO);
-	T_ASSERT_EQ(poke(buf, len, at + 1 + DHT_ID_LEN, 5), -EPROTO); /* family */
-	T_ASSERT_EQ(poke(buf, len, at + 1 + DHT_ID_LEN, 0), -EPROTO);
-	/* Port 0 (the last two bytes of the first contact). */
-	buf[at + 1 + DHT_ID_LEN + 5] = 0;
-	T_ASSERT_EQ(poke(buf, len, at + 1 + DHT_ID_LEN + 6, 0), -EPROTO);
+	/* A node: 32 id, u8 rtt, family, address, port. Any rtt byte is fine. */
+	T_ASSERT_OK(poke(buf, len, at + 1 + DHT_ID_LEN, 0xff));
+	T_ASSERT_EQ(poke(buf, len, at + 2 + DHT_ID_LEN, 5), -EPROTO); /* family */
+	T_ASSERT_EQ(poke(buf, len, at + 2 + DHT_ID_LEN, 0), -EPROTO);
+	/* Port 0 (the last two bytes of the first node). */
+	buf[at + 2 + DHT_ID_LEN + 5] = 0;
+	T_ASSERT_EQ(poke(buf, len, at + 2 + DHT_ID_LEN + 6, 0), -EPROTO);
 	len = encode(DHT_NODES, false, buf, &m);
 	/* Address 0.0.0.0. */
-	memset(buf + at + 1 + DHT_ID_LEN + 1, 0, 4);
+	memset(buf + at + 2 + DHT_ID_LEN + 1, 0, 4);
 	T_ASSERT_EQ(dht__msg_decode(buf, len, &back), -EPROTO);
 	/* Over the maximum datagram, whatever it holds. */
 	len = encode(DHT_PING, false, buf, &m);

@@ -254,7 +254,7 @@ static void failing_contacts_give_way_to_cached_ones(void)
 		T_ASSERT(dht__rt_failed(&rt, v) == NULL);
 		T_ASSERT(dht__rt_failed(&rt, v) == NULL);
 		T_ASSERT(dht__rt_find(&rt, v) != NULL);
-		T_ASSERT(dht__rt_closest(&rt, v, NULL, out, DHT_K) == DHT_K - 1);
+		T_ASSERT(dht__rt_closest(&rt, v, NULL, out, NULL, DHT_K) == DHT_K - 1);
 		for (size_t i = 0; i < DHT_K - 1; i++)
 			T_ASSERT(memcmp(out[i].id, v, DHT_ID_LEN) != 0);
 		/* A verified newcomer takes the failing contact's place at once. */
@@ -282,11 +282,13 @@ static void closest_matches_brute_force(void)
 
 		/* Spread over prefix lengths, so many buckets are in play. */
 		id_at(self, (unsigned)(t_rand() % 12), ids[i]);
-		(void)heard(&rt, 1000000, ids[i], &a, true, NULL);
+		(void)dht__rt_heard(&rt, 1000000, ids[i], &a, true, (int)(t_rand() % 500), STALE,
+				    &(struct dht__contact *){ NULL });
 	}
 	check(&rt);
 	for (int round = 0; round < 300; round++) {
 		struct dht_contact out[2 * DHT_K], all[N];
+		uint16_t srtt[2 * DHT_K];
 		uint8_t t[DHT_ID_LEN];
 		size_t n = 0, got, want = round % 2 ? DHT_K : 2 * DHT_K;
 		const uint8_t *excl = NULL;
@@ -313,11 +315,12 @@ static void closest_matches_brute_force(void)
 				all[j] = all[j - 1];
 				all[j - 1] = tmp;
 			}
-		got = dht__rt_closest(&rt, t, excl, out, want);
+		got = dht__rt_closest(&rt, t, excl, out, srtt, want);
 		T_ASSERT_EQ(got, P2P_MIN(want, n));
 		for (size_t i = 0; i < got; i++) {
 			T_ASSERT_MEM_EQ(out[i].id, all[i].id, DHT_ID_LEN);
 			T_ASSERT(dht_addr_eq(&out[i].addr, &all[i].addr));
+			T_ASSERT_EQ(srtt[i], dht__rt_find(&rt, out[i].id)->srtt);
 		}
 	}
 	dht__rt_done(&rt);
@@ -354,6 +357,21 @@ static void round_trip_times_follow_tcp(void)
 	T_ASSERT_EQ(srtt, 90);
 	T_ASSERT_EQ(rttvar, 50);
 	dht__rt_done(&rt);
+}
+
+static void round_trip_codes_bound_what_they_code(void)
+{
+	T_ASSERT_EQ(dht__rtt_ms(0), 0);
+	T_ASSERT_EQ(dht__rtt_code(0), 1);
+	for (uint32_t ms = 1; ms < 300000; ms += 1 + ms / 50) {
+		uint8_t c = dht__rtt_code(ms);
+
+		T_ASSERT(c >= 2);
+		/* The code's value is at least the time, at most a quarter more. */
+		T_ASSERT(dht__rtt_ms(c) >= ms);
+		T_ASSERT(dht__rtt_ms(c) <= ms + ms / 4 + 1);
+		T_ASSERT(dht__rtt_code(ms + 1) >= c); /* monotonic */
+	}
 }
 
 static void ids_without_proof_of_work_are_refused(void)
@@ -537,7 +555,7 @@ T_MAIN(T_CASE(only_answers_enter_the_table),
        T_CASE(a_request_from_elsewhere_does_not_move_a_contact), T_CASE(only_our_own_range_splits),
        T_CASE(a_full_bucket_probes_its_stalest_contact),
        T_CASE(failing_contacts_give_way_to_cached_ones), T_CASE(closest_matches_brute_force),
-       T_CASE(round_trip_times_follow_tcp), T_CASE(ids_without_proof_of_work_are_refused),
-       T_CASE(random_ids_fall_in_their_bucket),
+       T_CASE(round_trip_times_follow_tcp), T_CASE(round_trip_codes_bound_what_they_code),
+       T_CASE(ids_without_proof_of_work_are_refused), T_CASE(random_ids_fall_in_their_bucket),
        T_CASE(saved_tables_load_back_and_damage_is_refused),
        T_CASE(random_operations_keep_the_invariants))
