@@ -45,6 +45,8 @@ void cfg_done(struct cfg *c)
 		free(c->listen[i]);
 	for (unsigned i = 0; i < c->nbootstrap; i++)
 		free(c->bootstrap[i]);
+	for (unsigned i = 0; i < c->npeer; i++)
+		free(c->peer[i]);
 	memset(c, 0, sizeof(*c));
 }
 
@@ -150,6 +152,18 @@ int cfg_set(struct cfg *c, const char *key, const char *v, const char *where)
 		rc = add_addr(c->listen, &c->nlisten, v, where, key);
 	} else if (!strcmp(key, "bootstrap")) {
 		rc = add_addr(c->bootstrap, &c->nbootstrap, v, where, key);
+	} else if (!strcmp(key, "peer")) {
+		rc = add_addr(c->peer, &c->npeer, v, where, key);
+	} else if (!strcmp(key, "fetch-timeout") || !strcmp(key, "fetch_timeout")) {
+		if ((rc = parse_uint(v, 86400, &c->fetch_timeout_s)) < 0 || c->fetch_timeout_s == 0) {
+			cli_err("%s: fetch-timeout '%s' must be 1..86400 seconds", where, v);
+			rc = -EINVAL;
+		}
+	} else if (!strcmp(key, "max-peers") || !strcmp(key, "max_peers")) {
+		if ((rc = parse_uint(v, 1024, &c->max_peers)) < 0 || c->max_peers == 0) {
+			cli_err("%s: max-peers '%s' must be 1..1024", where, v);
+			rc = -EINVAL;
+		}
 	} else if (!strcmp(key, "share")) {
 		free(c->share_link);
 		if (!(c->share_link = strdup(v)))

@@ -41,6 +41,10 @@ static void help(FILE *f)
 	    "  --log-level LEVEL     error, warn, notice, info (default) or debug\n"
 	    "  --listen ADDR:PORT    address to accept peers on (repeatable)\n"
 	    "  --bootstrap HOST:PORT a node to join the network through (repeatable)\n"
+	    "  --peer HOST:PORT      a member of the share to connect to (repeatable; members\n"
+	    "                        are also found through the DHT and on the LAN)\n"
+	    "  --fetch-timeout SECS  how long a read waits for a chunk from peers before it\n"
+	    "                        fails with EIO (default 30)\n"
 	    "  --share LINK          mount the share of a link from 'p2pfs init' or 'p2pfs link'\n"
 	    "                        (p2pfs://w/... writes, p2pfs://r/... is read-only)\n"
 	    "  --no-writeback-cache  send every write to the daemon at once\n"
@@ -301,6 +305,8 @@ int cmd_mount(int argc, char **argv)
 		{ "listen", required_argument, NULL, 'L' },
 		{ "bootstrap", required_argument, NULL, 'B' },
 		{ "share", required_argument, NULL, 'S' },
+		{ "peer", required_argument, NULL, 'P' },
+		{ "fetch-timeout", required_argument, NULL, 'T' },
 		{ "no-writeback-cache", no_argument, NULL, 'W' },
 		{ "debug-fuse", no_argument, NULL, 'D' },
 		{ "help", no_argument, NULL, 'h' },
@@ -338,6 +344,12 @@ int cmd_mount(int argc, char **argv)
 			break;
 		case 'S':
 			key = "share";
+			break;
+		case 'P':
+			key = "peer";
+			break;
+		case 'T':
+			key = "fetch-timeout";
 			break;
 		case 'W':
 			key = "writeback-cache";

@@ -49,6 +49,10 @@ struct cfg {
 	char *share_link;	 /* mount --share LINK; NULL: the default share */
 	bool lan;		 /* LAN discovery by multicast */
 	unsigned provider_ttl_s; /* DHT provider records; 0: 24 h */
+	char *peer[CFG_MAX_ADDRS]; /* members to connect to, besides those found */
+	unsigned npeer;
+	unsigned fetch_timeout_s; /* a read waits this long for a chunk from the network */
+	unsigned max_peers;	  /* members kept connected */
 };
 
 /* cfg.c */

@@ -17,6 +17,8 @@
 #include "chunkstore/store.h"
 #include "common/tm.h"
 #include "daemon/share.h"
+#include "daemon/repl.h"
+#include "net/swarm.h"
 #include "fs/fs.h"
 #include "fs/ns.h"
 #include "net/dht_node.h"
@@ -67,6 +69,8 @@ struct daemon {
 	struct scrub_job *scrub;
 	struct dht_node *dn;
 	struct dht_req *dht_reqs; /* lookups asked for over the control socket */
+	struct swarm *swarm;	  /* the share's members */
+	struct repl *repl;
 };
 
 struct dht_req {
@@ -254,6 +258,78 @@ static void dht_status(struct daemon *d, struct ctl_conn *c, FILE *json)
 		   st.provider_keys, st.provider_records);
 }
 
+/* The members part of status: JSON members (after a comma) or text lines. */
+static void swarm_status(struct daemon *d, struct ctl_conn *c, FILE *json)
+{
+	struct swarm_stats st;
+	struct repl_stats rs;
+	struct swarm_peer_info pi[64];
+	size_t n;
+	char a[32], b[32];
+
+	if (!d->swarm)
+		return;
+	swarm_get_stats(d->swarm, &st);
+	repl_get_stats(d->repl, &rs);
+	n = swarm_peers(d->swarm, pi, ARRAY_SIZE(pi));
+	if (json) {
+		fprintf(json,
+			",\"swarm\":{\"port\":%u,\"members\":%u,\"connecting\":%u,"
+			"\"known_addrs\":%u,\"fetches\":%u,\"fetched\":%llu,"
+			"\"fetched_bytes\":%llu,\"served\":%llu,\"served_bytes\":%llu,"
+			"\"fetch_failed\":%llu,\"bad_chunks\":%llu,\"stalls\":%llu,"
+			"\"records_in\":%llu,\"records_applied\":%llu,\"records_rejected\":%llu,"
+			"\"records_out\":%llu,\"syncs\":%llu,\"peers\":[",
+			swarm_port(d->swarm), st.members, st.connecting, st.known_addrs, st.fetches,
+			(unsigned long long)st.fetched, (unsigned long long)st.fetched_bytes,
+			(unsigned long long)st.served, (unsigned long long)st.served_bytes,
+			(unsigned long long)st.fetch_failed, (unsigned long long)st.bad_chunks,
+			(unsigned long long)st.stalls, (unsigned long long)rs.records_in,
+			(unsigned long long)rs.records_applied,
+			(unsigned long long)rs.records_rejected, (unsigned long long)rs.records_out,
+			(unsigned long long)rs.syncs);
+		for (size_t i = 0; i < n && i < ARRAY_SIZE(pi); i++) {
+			char id[65];
+
+			p2p_hex(id, pi[i].id, 32);
+			fprintf(json,
+				"%s{\"id\":\"%s\",\"addr\":\"%s\",\"direction\":\"%s\","
+				"\"writer\":%s,\"bytes_in\":%llu,\"bytes_out\":%llu,"
+				"\"chunks_in\":%llu,\"chunks_out\":%llu,\"inflight\":%u,"
+				"\"connected_s\":%llu}",
+				i ? "," : "", id, pi[i].addr, pi[i].outgoing ? "out" : "in",
+				pi[i].writable ? "true" : "false", (unsigned long long)pi[i].bytes_in,
+				(unsigned long long)pi[i].bytes_out, (unsigned long long)pi[i].chunks_in,
+				(unsigned long long)pi[i].chunks_out, pi[i].inflight,
+				(unsigned long long)(pi[i].connected_ms / 1000));
+		}
+		fprintf(json, "]}");
+		return;
+	}
+	ctl_printf(c, "members:       %u connected, %u connecting, %u addresses known (tcp port %u)",
+		   st.members, st.connecting, st.known_addrs, swarm_port(d->swarm));
+	ctl_printf(c, "transfers:     %u chunks being fetched; fetched %llu (%s), served %llu (%s)",
+		   st.fetches, (unsigned long long)st.fetched,
+		   p2p_fmt_size(a, sizeof(a), st.fetched_bytes), (unsigned long long)st.served,
+		   p2p_fmt_size(b, sizeof(b), st.served_bytes));
+	if (st.fetch_failed || st.bad_chunks || st.stalls)
+		ctl_printf(c, "fetch errors:  %llu failed, %llu bad chunks, %llu stalls",
+			   (unsigned long long)st.fetch_failed, (unsigned long long)st.bad_chunks,
+			   (unsigned long long)st.stalls);
+	ctl_printf(c, "namespace:     %llu records from members (%llu new, %llu refused), %llu sent",
+		   (unsigned long long)rs.records_in, (unsigned long long)rs.records_applied,
+		   (unsigned long long)rs.records_rejected, (unsigned long long)rs.records_out);
+	for (size_t i = 0; i < n && i < ARRAY_SIZE(pi); i++) {
+		char id[9];
+
+		p2p_hex8(id, pi[i].id);
+		ctl_printf(c, "  member %s  %-22s %-3s %s  down %s  up %s", id, pi[i].addr,
+			   pi[i].outgoing ? "out" : "in", pi[i].writable ? "writer" : "reader",
+			   p2p_fmt_size(a, sizeof(a), pi[i].bytes_in),
+			   p2p_fmt_size(b, sizeof(b), pi[i].bytes_out));
+	}
+}
+
 static void node_status_reply(struct daemon *d, struct ctl_conn *c, bool json)
 {
 	char node[65];
@@ -347,6 +423,7 @@ static void cmd_status_reply(struct daemon *d, struct ctl_conn *c, bool json)
 			(unsigned long long)fs.commits, (unsigned long long)cs.index_mem,
 			(unsigned long long)ns.mem_bytes, (unsigned long long)fs.read_waits);
 		dht_status(d, c, f);
+		swarm_status(d, c, f);
 		fprintf(f, "}");
 		fclose(f);
 		ctl_printf(c, "%s", buf);
@@ -385,6 +462,7 @@ static void cmd_status_reply(struct daemon *d, struct ctl_conn *c, bool json)
 	ctl_printf(c, "memory:        index %s, namespace %s",
 		   p2p_fmt_size(a, sizeof(a), cs.index_mem),
 		   p2p_fmt_size(e, sizeof(e), ns.mem_bytes));
+	swarm_status(d, c, NULL);
 	dht_status(d, c, NULL);
 	ctl_end(c, 0, NULL);
 }
@@ -830,6 +908,54 @@ static int open_dht(struct daemon *d)
 	return 0;
 }
 
+static int fetch_chunk(void *arg, const uint8_t id[static CS_ID_LEN], bool urgent, cs_read_fn *cb,
+		       void *cb_arg)
+{
+	struct daemon *d = arg;
+
+	return swarm_fetch(d->swarm, id, urgent, cb, cb_arg);
+}
+
+/* The share's members: connections, chunk exchange, namespace replication. */
+static int open_swarm(struct daemon *d)
+{
+	struct cfg *cfg = d->cfg;
+	struct swarm_opts o = { 0 };
+	uint8_t mk[SWARM_KEY_LEN], tag[SWARM_KEY_LEN];
+	int rc;
+
+	if ((rc = repl_new(d->loop, d->fs, d->ns, &d->repl)) < 0)
+		return rc;
+	swarm_share_keys(d->share.rk, mk, tag);
+	o.loop = d->loop;
+	o.ident = d->ident;
+	o.cs = d->cs;
+	o.dht = d->dn;
+	o.member_key = mk;
+	o.share_tag = tag;
+	o.writable = d->share.writable;
+	o.listen = cfg->nlisten ? cfg->listen[0] : NULL;
+	o.fetch_timeout_ms = cfg->fetch_timeout_s * 1000;
+	o.max_peers = cfg->max_peers;
+	o.msg = repl_msg;
+	o.peer_up = repl_peer_up;
+	o.peer_down = repl_peer_down;
+	o.arg = d->repl;
+	rc = swarm_new(&o, &d->swarm);
+	sodium_memzero(mk, sizeof(mk));
+	if (rc < 0) {
+		cli_err("cannot accept peer connections on %s (tcp): %s",
+			o.listen ? o.listen : "the DHT's port", strerror(-rc));
+		return rc;
+	}
+	for (unsigned i = 0; i < cfg->npeer; i++)
+		if ((rc = swarm_add_addr(d->swarm, cfg->peer[i])) < 0)
+			log_warn("member address %s: %s", cfg->peer[i], strerror(-rc));
+	fs_set_fetch(d->fs, fetch_chunk, d);
+	log_notice("accepting members on tcp port %u", swarm_port(d->swarm));
+	return 0;
+}
+
 /* `p2pfs node`: identity, control socket and the DHT; no store, no mount. */
 static int open_node(struct daemon *d)
 {
@@ -961,7 +1087,7 @@ static int open_all(struct daemon *d)
 		cli_err("cannot create the control socket %s: %s", ctlp, strerror(-rc));
 		goto out;
 	}
-	if ((rc = setup_signals(d)) < 0 || (rc = open_dht(d)) < 0)
+	if ((rc = setup_signals(d)) < 0 || (rc = open_dht(d)) < 0 || (rc = open_swarm(d)) < 0)
 		goto out;
 	if ((rc = fs_mount(d->fs)) < 0)
 		cli_err("cannot mount %s (see the messages above)", cfg->mountpoint);
@@ -978,7 +1104,11 @@ static void close_all(struct daemon *d)
 	int rc;
 
 	ctl_server_free(d->ctl);
-	dht_node_free(d->dn);
+	dht_node_free(d->dn); /* first: its lookups may name the swarm */
+	if (d->fs)
+		fs_set_fetch(d->fs, NULL, NULL);
+	swarm_free(d->swarm);
+	repl_free(d->repl);
 	while (d->dht_reqs) {
 		struct dht_req *q = d->dht_reqs;
 

@@ -684,6 +684,7 @@ int fs_new(struct ev_loop *loop, struct ev_pool *pool, struct cs_store *cs, stru
 	fs->ns = ns;
 	fs->o = *o;
 	fs->fd = -1;
+	fs->inval_tail = &fs->inval;
 	if (!fs->o.attr_timeout)
 		fs->o.attr_timeout = 10.0;
 	if (!fs->o.entry_timeout)
@@ -754,6 +755,7 @@ void fs_free(struct fs *fs)
 {
 	if (!fs)
 		return;
+	fs_remote_done(fs);
 	if (fs->se) {
 		if (fs->mounted)
 			fuse_session_unmount(fs->se);

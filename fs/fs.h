@@ -61,6 +61,22 @@ void fs_free(struct fs *fs);
 /* Jobs of this fs still running on the worker pool: the loop must run until none are left before fs_free(). */
 bool fs_busy(const struct fs *fs);
 
+/*
+ * Chunks that are not stored here: @fn asks the network and returns 0 (then
+ * @cb runs once, later, as cs_read would call it) or a negative errno (no
+ * callback). @urgent: a reader waits for it, else read-ahead.
+ */
+typedef int fs_fetch_fn(void *arg, const uint8_t id[static CS_ID_LEN], bool urgent, cs_read_fn *cb,
+			void *cb_arg);
+void fs_set_fetch(struct fs *fs, fs_fetch_fn *fn, void *arg);
+
+/*
+ * fs_apply_record() - merge a namespace record from a peer (ns_apply) and
+ * bring the kernel's caches and open files up to date with what changed.
+ * Returns ns_apply's result.
+ */
+P2P_MUST_CHECK int fs_apply_record(struct fs *fs, const uint8_t *rec, size_t len);
+
 struct fs_stats {
 	uint64_t requests;
 	uint64_t reads, read_bytes;
@@ -70,6 +86,8 @@ struct fs_stats {
 	uint64_t open_files, dirty_files;
 	uint64_t read_errors;
 	uint64_t read_waits; /* chunk pieces a read had to wait for (not in memory) */
+	uint64_t remote_changes; /* names and entries changed by records from peers */
+	uint64_t fetches;	 /* chunks asked of the network */
 };
 
 void fs_get_stats(struct fs *fs, struct fs_stats *ret_stats);

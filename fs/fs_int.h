@@ -89,6 +89,7 @@ struct fs_node {
 	uint64_t gen;
 	uint64_t cached_gen;
 	bool eio_logged;
+	bool stale; /* a newer version arrived while open: reload after the last close */
 };
 
 struct fs_buf {
@@ -146,12 +147,24 @@ struct fs {
 	struct fs_sync_req *sync_reqs;
 
 	struct fs_stats st;
+
+	/* Other members' changes (fs_remote.c). */
+	fs_fetch_fn *fetch_fn;
+	void *fetch_arg;
+	struct fs_inval *inval, **inval_tail;
+	bool inval_running, change_cb_set;
 	struct log_rl rl_eio;
 };
 
 /* fs.c */
 struct fs_node *fs_node_get(struct fs *fs, uint64_t ino);  /* find or create; NULL on ENOMEM */
 struct fs_node *fs_node_find(struct fs *fs, uint64_t ino); /* find only */
+
+/* fs_remote.c: cs_read, and on -ENOENT the network (see fs_set_fetch). */
+P2P_MUST_CHECK int fs_chunk_read(struct fs *fs, const uint8_t id[static CS_ID_LEN], bool urgent,
+				 cs_read_fn *cb, void *arg, struct cs_buf **ret_buf);
+void fs_remote_done(struct fs *fs);
+struct fs_inval;
 void fs_node_put(struct fs_node *n);			   /* free if nothing needs it */
 void fs_commit_kick(struct fs *fs);
 void fs_commit_wait(struct fs *fs, struct fs_waiter *w); /* w answered after a later commit */

@@ -148,7 +148,7 @@ static void mf_load_step(struct fs_node *n)
 	while ((rc = mf_loader_next(n->loader, id)) == 1) {
 		struct cs_buf *b = NULL;
 
-		rc = cs_read(n->fs->cs, id, on_mf_block, n, &b);
+		rc = fs_chunk_read(n->fs, id, true, on_mf_block, n, &b);
 		if (rc == 0) {
 			n->busy++;
 			return;
@@ -318,6 +318,15 @@ void fs_op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 			fs_node_put(n);
 			goto err;
 		}
+	}
+	if (n->stale && n->opens == 1 && !n->busy && !n->is_dirty && !n->job &&
+	    n->mf_state == FS_MF_READY) {
+		/* A newer version arrived while the file was open: this is the
+		 * first open since, so it reads the new one. */
+		mf_done(&n->mf);
+		n->mf_state = FS_MF_NONE;
+		n->stale = false;
+		fi->keep_cache = 0;
 	}
 	if (n->mf_state == FS_MF_READY) {
 		fuse_reply_open(req, fi);
@@ -600,7 +609,7 @@ void fs_op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct f
 			p->len = (size_t)(lim - pos);
 			p->skip = (size_t)(pos - c->off);
 			memcpy(p->id, c->id, CS_ID_LEN);
-			rc = cs_read(fs->cs, c->id, on_rd_chunk, p, &b);
+			rc = fs_chunk_read(fs, c->id, true, on_rd_chunk, p, &b);
 			if (rc == 1) {
 				if (cs_buf_len(b) < p->skip + p->len) {
 					cs_buf_unref(b);
@@ -655,7 +664,7 @@ static void read_ahead(struct fs *fs, struct fs_node *n, uint64_t off, uint64_t 
 	while (n->ra_done < limit) {
 		const struct mf_chunk *c = &n->mf.c[mf_find(&n->mf, n->ra_done)];
 		struct cs_buf *b = NULL;
-		int rc = cs_read(fs->cs, c->id, on_prefetch, NULL, &b);
+		int rc = fs_chunk_read(fs, c->id, false, on_prefetch, NULL, &b);
 
 		if (rc == 1)
 			cs_buf_unref(b);

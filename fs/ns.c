@@ -998,6 +998,8 @@ int ns__merge(struct ns *ns, struct ns_entry *e, struct ns_head *nh)
 	else if (!e->nmore && was_multi)
 		ns->st.conflicts--;
 	attach(ns, e);
+	if (e->flags & NS_E_SHOWN)
+		notify(ns, e); /* its attributes or content may have changed */
 	if (ns->broken.n)
 		recheck_broken(ns);
 	if (e->nmore || nold)

@@ -242,6 +242,11 @@ P2P_MUST_CHECK int ns_apply(struct ns *ns, const uint8_t *rec, size_t len);
 typedef void ns_change_fn(void *arg, uint64_t parent, const char *name, uint64_t ino);
 void ns_set_change_cb(struct ns *ns, ns_change_fn *fn, void *arg);
 
+/* Called on the loop thread after each commit with every record it made
+ * durable, signed, as peers get them (local changes and applied ones). */
+typedef void ns_committed_fn(void *arg, const uint8_t *rec, size_t len);
+void ns_set_committed_cb(struct ns *ns, ns_committed_fn *fn, void *arg);
+
 /*
  * Calls @fn with every signed head record (committed ones only): the state to
  * hand a peer. Stops when @fn returns nonzero.

@@ -121,6 +121,8 @@ struct ns {
 
 	ns_change_fn *change_fn;
 	void *change_arg;
+	ns_committed_fn *committed_fn;
+	void *committed_arg;
 
 	struct ns_stats st;
 	uint64_t mem;

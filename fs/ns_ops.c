@@ -29,6 +29,12 @@ bool ns_read_only(const struct ns *ns)
 	return !ns->writable;
 }
 
+void ns_set_committed_cb(struct ns *ns, ns_committed_fn *fn, void *arg)
+{
+	ns->committed_fn = fn;
+	ns->committed_arg = arg;
+}
+
 void ns_set_change_cb(struct ns *ns, ns_change_fn *fn, void *arg)
 {
 	ns->change_fn = fn;

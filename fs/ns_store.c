@@ -400,6 +400,9 @@ void ns_commit_end(struct ns *ns, struct ns_commit *c, int rc)
 	}
 	if (rc == 0) {
 		ns->log_end = c->at + c->len;
+		for (size_t i = 0; ns->committed_fn && i < c->n; i++)
+			ns->committed_fn(ns->committed_arg, c->buf + c->it[i].off + FRAME_HDR,
+					 c->it[i].len - FRAME_HDR);
 	} else if (ftruncate(ns->log_fd, (off_t)c->at) < 0) {
 		log_warn("cannot cut the namespace log back after a failed commit: %s",
 			 strerror(errno));

@@ -92,7 +92,7 @@ struct dht_node {
 
 /* ---- addresses ---- */
 
-static void to_sockaddr(const struct dht_addr *a, struct sockaddr_storage *ss, socklen_t *len)
+void dht_addr_to_sockaddr(const struct dht_addr *a, struct sockaddr_storage *ss, socklen_t *len)
 {
 	memset(ss, 0, sizeof(*ss));
 	if (a->family == 4) {
@@ -112,7 +112,7 @@ static void to_sockaddr(const struct dht_addr *a, struct sockaddr_storage *ss, s
 	}
 }
 
-static bool from_sockaddr(const struct sockaddr_storage *ss, struct dht_addr *a)
+bool dht_addr_from_sockaddr(const struct sockaddr_storage *ss, struct dht_addr *a)
 {
 	memset(a, 0, sizeof(*a));
 	if (ss->ss_family == AF_INET) {
@@ -277,7 +277,7 @@ static void node_send(void *arg, const struct dht_addr *to, const uint8_t *buf, 
 		memcpy(s6->sin6_addr.s6_addr + 12, to->ip, 4);
 		sl = sizeof(*s6);
 	} else {
-		to_sockaddr(to, &s->to, &sl);
+		dht_addr_to_sockaddr(to, &s->to, &sl);
 	}
 	s->iov.iov_base = s->buf;
 	s->iov.iov_len = len;
@@ -307,7 +307,7 @@ static void on_rx(struct ev_op *op, int32_t res)
 	if (n->closing)
 		return;
 	if (res >= 0 && (size_t)res <= DHT_MSG_MAX && !(n->rx_msg.msg_flags & MSG_TRUNC) &&
-	    from_sockaddr(&n->rx_from, &from)) {
+	    dht_addr_from_sockaddr(&n->rx_from, &from)) {
 		uint64_t now = tm_mono_ms();
 
 		dht_input(n->d, now, &from, n->rx_buf, (size_t)res);
@@ -411,7 +411,7 @@ static void on_lan_rx(struct ev_op *op, int32_t res)
 	if (n->closing)
 		return;
 	if (res == LAN_LEN && be32_get(n->lan.buf) == LAN_MAGIC && n->lan.buf[4] == 1 &&
-	    memcmp(n->lan.buf + 5, n->id, DHT_ID_LEN) && from_sockaddr(&n->lan.from, &from)) {
+	    memcmp(n->lan.buf + 5, n->id, DHT_ID_LEN) && dht_addr_from_sockaddr(&n->lan.from, &from)) {
 		from.port =
 		    (uint16_t)(n->lan.buf[5 + DHT_ID_LEN] << 8 | n->lan.buf[6 + DHT_ID_LEN]);
 		if (from.port) {
@@ -532,11 +532,11 @@ static int bind_socket(struct dht_node *n, const struct dht_addr *want, bool fal
 			(void)setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &zero, sizeof(zero));
 		}
 		(void)setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-		to_sockaddr(&a, &ss, &sl);
+		dht_addr_to_sockaddr(&a, &ss, &sl);
 		if (bind(fd, (struct sockaddr *)&ss, sl) == 0) {
 			sl = sizeof(ss);
 			if (getsockname(fd, (struct sockaddr *)&ss, &sl) == 0)
-				from_sockaddr(&ss, &a);
+				dht_addr_from_sockaddr(&ss, &a);
 			n->fd = fd;
 			n->self = a;
 			if (a.family == 6 && !memcmp(a.ip, "\0\0\0\0\0\0\0\0\0\0\xff\xff", 12))
@@ -685,7 +685,7 @@ int dht_node_bootstrap(struct dht_node *n, const char *hostport)
 
 		memset(&ss, 0, sizeof(ss));
 		memcpy(&ss, r->ai_addr, r->ai_addrlen);
-		if (from_sockaddr(&ss, &a)) {
+		if (dht_addr_from_sockaddr(&ss, &a)) {
 			dht_ping(n->d, tm_mono_ms(), &a);
 			count++;
 		}

@@ -10,6 +10,7 @@
 
 #include <stdbool.h>
 #include <stdint.h>
+#include <sys/socket.h>
 
 #include "common/ev.h"
 #include "net/dht.h"
@@ -50,5 +51,10 @@ uint64_t dht_node_lan_heard(const struct dht_node *n);
 /* Parse "ADDR:PORT" or "[V6]:PORT" numerically. */
 P2P_MUST_CHECK int dht_addr_parse(const char *s, struct dht_addr *ret);
 void dht_addr_str(const struct dht_addr *a, char *buf, size_t len);
+/* Between dht_addr and socket addresses (v4-mapped IPv6 becomes IPv4);
+ * from: false for another family. */
+struct sockaddr_storage;
+void dht_addr_to_sockaddr(const struct dht_addr *a, struct sockaddr_storage *ss, socklen_t *len);
+bool dht_addr_from_sockaddr(const struct sockaddr_storage *ss, struct dht_addr *a);
 
 #endif

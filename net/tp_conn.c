@@ -684,6 +684,11 @@ const uint8_t *tp_conn_peer_id(const struct tp_conn *c)
 	return tp_peer_id(c->tp);
 }
 
+const uint8_t *tp_conn_session_id(const struct tp_conn *c)
+{
+	return tp_session_id(c->tp);
+}
+
 const struct sockaddr *tp_conn_peer_addr(const struct tp_conn *c, socklen_t *ret_len)
 {
 	*ret_len = c->peer_len;

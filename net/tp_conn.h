@@ -109,6 +109,8 @@ size_t tp_conn_queued(const struct tp_conn *c);
 
 /* Once up: the peer's node id (PEER_ID_LEN bytes), else NULL. */
 const uint8_t *tp_conn_peer_id(const struct tp_conn *c);
+/* Once up: the session id both ends share (TP_SESSION_ID_LEN bytes), else NULL. */
+const uint8_t *tp_conn_session_id(const struct tp_conn *c);
 /* The peer's address as the socket sees it. */
 const struct sockaddr *tp_conn_peer_addr(const struct tp_conn *c, socklen_t *ret_len);
 /* "host:port", for log lines. */

@@ -1,0 +1,1300 @@
+// SPDX-License-Identifier: MIT
+/*
+ * net/swarm.c - the members of one share: discovery, connections, proof of
+ * membership, serving and fetching chunks. Protocol and rules: swarm.h.
+ *
+ * Structures:
+ *   peers      every connection, from the TCP connect (or accept) to its
+ *              end; a member once both HELLOs are through
+ *   addrs      addresses to keep trying (configured, from the DHT, from
+ *              peer exchange), with a back-off per address
+ *   fetches    chunks wanted; each is at one member at a time (its request
+ *              in that member's window) or waiting for a member
+ *
+ * Invariants:
+ *  1. A fetch with f->peer set is in f->peer->req[] under f->reqid, and
+ *     nowhere else; a peer's inflight counts those entries.
+ *  2. No chunk byte reaches a caller or the store before the whole chunk
+ *     hashed to its id.
+ *  3. Nothing is sent to, or accepted from, a peer before its HELLO proved
+ *     membership (except our own HELLO).
+ */
+#define LOG_SUBSYS "swarm"
+#include "net/swarm.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <sodium.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "chunkstore/cdc.h"
+#include "common/log.h"
+#include "common/rbuf.h"
+#include "common/tm.h"
+#include "net/tp_conn.h"
+
+enum {
+	M_HELLO = 1,
+	M_GET = 2,
+	M_DATA = 3,
+	M_NOTFOUND = 4,
+	M_PEX = 5,
+};
+
+#define HELLO_VERSION 1
+#define HELLO_LEN (1 + 1 + 32 + 32 + 2 + 1)
+#define DATA_HDR (1 + 4 + 4 + 4)
+#define PEX_ENTRY (32 + 1 + 16 + 2)
+#define MAX_ADDRS 256
+#define MAX_BANNED 64
+#define TRIED_MAX 8
+#define TICK_MS 500
+#define HELLO_TIMEOUT_MS 10000
+#define RETRY_ROUND_MS 1000   /* a fetch every member lacked is asked again after this */
+#define DHT_FAST_MS 2000      /* member lookups while we have none */
+#define DHT_SLOW_MS 30000     /* ... and once we have some */
+#define ANNOUNCE_FAST_MS 5000 /* announcing ourselves in the first minute */
+#define ANNOUNCE_SLOW_MS 600000
+
+enum obj_kind { K_SWARM = 1, K_PEER = 2 };
+
+struct swarm_addr {
+	struct dht_addr a;
+	uint8_t id[32];
+	bool has_id;
+	unsigned fails;
+	uint64_t next_try;
+};
+
+struct waiter {
+	struct waiter *next;
+	cs_read_fn *cb;
+	void *arg;
+};
+
+struct fetch {
+	struct fetch *next, *prev;
+	uint8_t id[CS_ID_LEN];
+	struct waiter *waiters;
+	bool urgent;
+	struct swarm_peer *peer; /* asked now, or NULL */
+	uint32_t reqid;
+	uint8_t *buf;
+	uint32_t total, got;
+	uint64_t started, progress_at, round_at;
+	uint8_t tried[TRIED_MAX][32];
+	unsigned ntried, nasked, nnotfound;
+};
+
+struct serve {
+	struct serve *next;
+	uint32_t reqid;
+	uint8_t id[CS_ID_LEN];
+	struct cs_buf *buf; /* NULL while the store reads it */
+	uint32_t off;
+	bool failed; /* not stored here: NOTFOUND */
+	struct swarm_peer *p;
+	bool orphan; /* the peer went while the store read */
+};
+
+struct swarm_peer {
+	int kind;
+	struct swarm *s;
+	struct swarm_peer *next;
+	struct tp_conn *c;
+	bool outgoing, up, hello_sent, member, writable, closing, announced;
+	uint8_t id[32];
+	struct dht_addr listen; /* where it accepts connections (from HELLO) */
+	uint64_t since;
+	struct fetch *req[SWARM_WINDOW];
+	unsigned inflight;
+	uint32_t next_reqid;
+	struct serve *sq, **sq_tail;
+	unsigned nsq;
+	uint64_t chunks_in, chunks_out;
+};
+
+struct swarm {
+	int kind;
+	struct swarm_opts o;
+	uint8_t member_key[SWARM_KEY_LEN], tag[SWARM_KEY_LEN], self[32];
+	struct tp_conn_opts topts;
+	struct tp_listener *lis;
+	uint16_t port;
+	struct swarm_peer *peers;
+	struct swarm_addr addrs[MAX_ADDRS];
+	unsigned naddrs;
+	uint8_t banned[MAX_BANNED][32];
+	unsigned nbanned;
+	struct fetch *fetches;
+	unsigned nfetches;
+	struct ev_timer tick;
+	uint64_t start, next_lookup, next_announce;
+	bool lookup_running;
+	struct swarm_stats st;
+};
+
+static const struct tp_conn_cbs peer_cbs;
+
+/* ---- keys ---- */
+
+static void hmac(const uint8_t key[static 32], const char *label, const void *a, size_t alen,
+		 const void *b, size_t blen, uint8_t out[static 32])
+{
+	crypto_auth_hmacsha256_state st;
+
+	crypto_auth_hmacsha256_init(&st, key, 32);
+	crypto_auth_hmacsha256_update(&st, (const uint8_t *)label, strlen(label) + 1);
+	if (alen)
+		crypto_auth_hmacsha256_update(&st, a, alen);
+	if (blen)
+		crypto_auth_hmacsha256_update(&st, b, blen);
+	crypto_auth_hmacsha256_final(&st, out);
+	sodium_memzero(&st, sizeof(st));
+}
+
+void swarm_share_keys(const uint8_t read_key[static 32], uint8_t member_key[static SWARM_KEY_LEN],
+		      uint8_t share_tag[static SWARM_KEY_LEN])
+{
+	hmac(read_key, "p2pfs member key 1", NULL, 0, NULL, 0, member_key);
+	hmac(read_key, "p2pfs share tag 1", NULL, 0, NULL, 0, share_tag);
+}
+
+static void proof(const struct swarm *s, const struct tp_conn *c, const uint8_t *node_id,
+		  uint8_t out[static 32])
+{
+	hmac(s->member_key, "p2pfs member 1", tp_conn_session_id(c), TP_SESSION_ID_LEN, node_id,
+	     32, out);
+}
+
+/* ---- helpers ---- */
+
+static bool banned(const struct swarm *s, const uint8_t *id)
+{
+	for (unsigned i = 0; i < s->nbanned; i++)
+		if (!memcmp(s->banned[i], id, 32))
+			return true;
+	return false;
+}
+
+static void ban(struct swarm *s, const uint8_t *id)
+{
+	if (banned(s, id))
+		return;
+	if (s->nbanned == MAX_BANNED)
+		memmove(s->banned[0], s->banned[1], (MAX_BANNED - 1) * 32u), s->nbanned--;
+	memcpy(s->banned[s->nbanned++], id, 32);
+}
+
+static struct swarm_peer *member_by_id(struct swarm *s, const uint8_t *id, struct swarm_peer *not)
+{
+	for (struct swarm_peer *p = s->peers; p; p = p->next)
+		if (p != not && !p->closing && p->up && !memcmp(p->id, id, 32))
+			return p;
+	return NULL;
+}
+
+static int send_msg(struct swarm_peer *p, uint8_t type, const void *body, size_t len)
+{
+	struct iovec iov[2] = { { &type, 1 }, { (void *)body, len } };
+
+	if (!p->c || p->closing)
+		return -ENOTCONN;
+	return tp_conn_sendv(p->c, iov, len ? 2 : 1);
+}
+
+static void hex8(char out[static 9], const uint8_t *id)
+{
+	p2p_hex8(out, id);
+}
+
+/* ---- fetches ---- */
+
+static void fetch_unlink(struct swarm *s, struct fetch *f)
+{
+	if (f->prev)
+		f->prev->next = f->next;
+	else
+		s->fetches = f->next;
+	if (f->next)
+		f->next->prev = f->prev;
+	s->nfetches--;
+}
+
+/* Take @f off its member's window (the member may still send: ignored). */
+static void fetch_detach(struct fetch *f)
+{
+	struct swarm_peer *p = f->peer;
+
+	if (!p)
+		return;
+	for (unsigned i = 0; i < SWARM_WINDOW; i++)
+		if (p->req[i] == f) {
+			p->req[i] = NULL;
+			p->inflight--;
+			break;
+		}
+	f->peer = NULL;
+	free(f->buf);
+	f->buf = NULL;
+	f->got = f->total = 0;
+}
+
+/* Hand the chunk (or @rc) to every waiter and free @f. */
+static void fetch_finish(struct swarm *s, struct fetch *f, int rc)
+{
+	struct waiter *w = f->waiters;
+
+	fetch_detach(f);
+	fetch_unlink(s, f);
+	while (w) {
+		struct waiter *next = w->next;
+		struct cs_buf *b = NULL;
+		int r = rc;
+
+		if (r == 0) {
+			r = cs_read(s->o.cs, f->id, w->cb, w->arg, &b);
+			if (r == 1) {
+				w->cb(w->arg, 0, b);
+				cs_buf_unref(b);
+			} else if (r < 0) {
+				w->cb(w->arg, r == -ENOENT ? -EIO : r, NULL);
+			}
+		} else {
+			w->cb(w->arg, r, NULL);
+		}
+		free(w);
+		w = next;
+	}
+	free(f);
+}
+
+static bool tried(const struct fetch *f, const uint8_t *id)
+{
+	for (unsigned i = 0; i < f->ntried; i++)
+		if (!memcmp(f->tried[i], id, 32))
+			return true;
+	return false;
+}
+
+static void mark_tried(struct fetch *f, const uint8_t *id)
+{
+	if (tried(f, id))
+		return;
+	if (f->ntried == TRIED_MAX)
+		f->ntried = 0; /* more members than we remember: start over */
+	memcpy(f->tried[f->ntried++], id, 32);
+}
+
+static unsigned count_members(const struct swarm *s)
+{
+	unsigned n = 0;
+
+	for (const struct swarm_peer *p = s->peers; p; p = p->next)
+		n += p->member && !p->closing;
+	return n;
+}
+
+/* Ask @p for @f. */
+static int fetch_ask(struct swarm *s, struct fetch *f, struct swarm_peer *p)
+{
+	uint8_t body[4 + CS_ID_LEN];
+	unsigned slot;
+
+	for (slot = 0; slot < SWARM_WINDOW && p->req[slot]; slot++)
+		;
+	if (slot == SWARM_WINDOW)
+		return -EBUSY;
+	f->reqid = ++p->next_reqid;
+	be32_put(body, f->reqid);
+	memcpy(body + 4, f->id, CS_ID_LEN);
+	if (send_msg(p, M_GET, body, sizeof(body)) < 0)
+		return -EBUSY;
+	p->req[slot] = f;
+	p->inflight++;
+	f->peer = p;
+	f->progress_at = ev_now(s->o.loop);
+	f->nasked++;
+	mark_tried(f, p->id);
+	return 0;
+}
+
+/* The member to ask for @f: not yet tried, the fewest requests in flight. */
+static struct swarm_peer *pick(struct swarm *s, struct fetch *f, bool *ret_any_untried)
+{
+	struct swarm_peer *best = NULL;
+
+	*ret_any_untried = false;
+	for (struct swarm_peer *p = s->peers; p; p = p->next) {
+		if (!p->member || p->closing || tried(f, p->id))
+			continue;
+		*ret_any_untried = true;
+		if (p->inflight >= SWARM_WINDOW)
+			continue;
+		if (!best || p->inflight < best->inflight)
+			best = p;
+	}
+	return best;
+}
+
+/* Give waiting fetches to members with room: those a reader waits for first. */
+static void dispatch(struct swarm *s)
+{
+	for (int pass = 0; pass < 2; pass++)
+		for (struct fetch *f = s->fetches; f; f = f->next) {
+			struct swarm_peer *p;
+			bool any;
+
+			if (f->peer || f->urgent != (pass == 0))
+				continue;
+			if ((p = pick(s, f, &any)))
+				(void)fetch_ask(s, f, p);
+		}
+}
+
+static void fetch_fail_log(struct swarm *s, struct fetch *f, int rc)
+{
+	char h[9];
+
+	hex8(h, f->id);
+	s->st.fetch_failed++;
+	if (rc == -ETIMEDOUT)
+		log_error("chunk %s: no member supplied it within %u s (%u connected, asked %u "
+			  "times, %u said they do not hold it)",
+			  h, s->o.fetch_timeout_ms / 1000, count_members(s), f->nasked, f->nnotfound);
+	else
+		log_error("chunk %s: cannot fetch it: %s", h, strerror(-rc));
+}
+
+int swarm_fetch(struct swarm *s, const uint8_t id[static CS_ID_LEN], bool urgent, cs_read_fn *cb,
+		void *arg)
+{
+	struct fetch *f;
+	struct waiter *w;
+
+	for (f = s->fetches; f; f = f->next)
+		if (!memcmp(f->id, id, CS_ID_LEN))
+			break;
+	if (!f) {
+		if (!count_members(s)) {
+			char h[9];
+
+			hex8(h, id);
+			log_info("chunk %s is not stored here and no member is connected", h);
+			return -ENOENT;
+		}
+		if (!(f = calloc(1, sizeof(*f))))
+			return -ENOMEM;
+		memcpy(f->id, id, CS_ID_LEN);
+		f->started = f->round_at = ev_now(s->o.loop);
+		f->next = s->fetches;
+		if (s->fetches)
+			s->fetches->prev = f;
+		s->fetches = f;
+		s->nfetches++;
+	}
+	if (!(w = malloc(sizeof(*w)))) {
+		if (!f->waiters)
+			fetch_finish(s, f, -ENOMEM);
+		return -ENOMEM;
+	}
+	w->cb = cb;
+	w->arg = arg;
+	w->next = f->waiters;
+	f->waiters = w;
+	f->urgent |= urgent;
+	if (!f->peer) {
+		struct swarm_peer *p;
+		bool any;
+
+		if ((p = pick(s, f, &any)))
+			(void)fetch_ask(s, f, p);
+	}
+	return 0;
+}
+
+/* A whole chunk arrived from @p: verify, store, deliver. */
+static void fetch_complete(struct swarm *s, struct swarm_peer *p, struct fetch *f)
+{
+	uint8_t id[CS_ID_LEN];
+	char h[9];
+	int rc;
+
+	cs_id_compute(f->buf, f->total, id);
+	if (sodium_memcmp(id, f->id, CS_ID_LEN)) {
+		hex8(h, f->id);
+		s->st.bad_chunks++;
+		log_error("member %s sent chunk %s with bytes that do not hash to its id: "
+			  "disconnecting it and not asking it again",
+			  tp_conn_name(p->c), h);
+		fetch_detach(f);
+		ban(s, p->id);
+		p->closing = true; /* the caller aborts the connection */
+		return;
+	}
+	rc = cs_put(s->o.cs, f->id, f->buf, f->total, 0);
+	s->st.fetched++;
+	s->st.fetched_bytes += f->total;
+	p->chunks_in++;
+	if (rc < 0) {
+		hex8(h, f->id);
+		log_error("chunk %s arrived but cannot be stored: %s", h, strerror(-rc));
+	}
+	fetch_finish(s, f, rc < 0 ? -EIO : 0);
+}
+
+/* ---- serving ---- */
+
+static void serve_free(struct serve *q)
+{
+	cs_buf_unref(q->buf);
+	free(q);
+}
+
+/* Send what the head of @p's queue allows. */
+static void serve_pump(struct swarm_peer *p)
+{
+	struct swarm *s = p->s;
+
+	while (p->sq && !p->closing) {
+		struct serve *q = p->sq;
+		uint8_t hdr[DATA_HDR];
+		int rc;
+
+		if (!q->failed && !q->buf)
+			return; /* the store is still reading it */
+		if (q->failed) {
+			be32_put(hdr, q->reqid);
+			rc = send_msg(p, M_NOTFOUND, hdr, 4);
+		} else {
+			size_t len = cs_buf_len(q->buf);
+			size_t n = P2P_MIN((size_t)SWARM_PIECE, len - q->off);
+			struct iovec iov[2];
+
+			hdr[0] = M_DATA;
+			be32_put(hdr + 1, q->reqid);
+			be32_put(hdr + 5, (uint32_t)len);
+			be32_put(hdr + 9, q->off);
+			iov[0] = (struct iovec){ hdr, DATA_HDR };
+			iov[1] = (struct iovec){ (void *)(cs_buf_data(q->buf) + q->off), n };
+			rc = tp_conn_sendv(p->c, iov, 2);
+			if (rc == 0) {
+				q->off += (uint32_t)n;
+				s->st.served_bytes += n;
+				if (q->off < len)
+					continue;
+				s->st.served++;
+				p->chunks_out++;
+			}
+		}
+		if (rc < 0)
+			return; /* -ENOBUFS: writable() brings us back */
+		p->sq = q->next;
+		if (!p->sq)
+			p->sq_tail = &p->sq;
+		p->nsq--;
+		serve_free(q);
+	}
+}
+
+static void on_serve_read(void *arg, int rc, struct cs_buf *b)
+{
+	struct serve *q = arg;
+
+	if (q->orphan) {
+		free(q);
+		return;
+	}
+	if (rc < 0)
+		q->failed = true;
+	else
+		q->buf = cs_buf_ref(b);
+	serve_pump(q->p);
+}
+
+static int on_get(struct swarm_peer *p, struct rbuf *r)
+{
+	struct serve *q;
+	const uint8_t *id;
+	uint32_t reqid;
+	struct cs_buf *b = NULL;
+	int rc;
+
+	if (rbuf_u32(r, &reqid) < 0 || rbuf_ref(r, CS_ID_LEN, &id) < 0 || rbuf_end(r) < 0)
+		return -EPROTO;
+	if (p->nsq >= SWARM_SERVE_MAX)
+		return -ENOBUFS;
+	if (!(q = calloc(1, sizeof(*q))))
+		return -ENOMEM;
+	q->reqid = reqid;
+	q->p = p;
+	memcpy(q->id, id, CS_ID_LEN);
+	*p->sq_tail = q;
+	p->sq_tail = &q->next;
+	p->nsq++;
+	rc = cs_read(p->s->o.cs, id, on_serve_read, q, &b);
+	if (rc == 1)
+		q->buf = b;
+	else if (rc < 0)
+		q->failed = true;
+	if (q->failed)
+		p->s->st.notfound++;
+	serve_pump(p);
+	return 0;
+}
+
+/* ---- fetch replies ---- */
+
+static struct fetch *req_find(struct swarm_peer *p, uint32_t reqid)
+{
+	for (unsigned i = 0; i < SWARM_WINDOW; i++)
+		if (p->req[i] && p->req[i]->reqid == reqid)
+			return p->req[i];
+	return NULL;
+}
+
+static int on_data(struct swarm_peer *p, struct rbuf *r)
+{
+	struct swarm *s = p->s;
+	uint32_t reqid, total, off;
+	struct fetch *f;
+	const uint8_t *bytes;
+	size_t n;
+
+	if (rbuf_u32(r, &reqid) < 0 || rbuf_u32(r, &total) < 0 || rbuf_u32(r, &off) < 0)
+		return -EPROTO;
+	n = rbuf_left(r);
+	if (rbuf_ref(r, n, &bytes) < 0)
+		return -EPROTO;
+	if (!(f = req_find(p, reqid)))
+		return 0; /* given up on it */
+	if (total == 0 || total > CS_CHUNK_MAX_LIMIT || n == 0 || n > SWARM_PIECE ||
+	    (f->total && total != f->total) || off != f->got || n > total - off)
+		return -EPROTO;
+	if (!f->buf) {
+		if (!(f->buf = malloc(total)))
+			return -ENOMEM;
+		f->total = total;
+	}
+	memcpy(f->buf + off, bytes, n);
+	f->got += (uint32_t)n;
+	f->progress_at = ev_now(s->o.loop);
+	if (f->got == f->total)
+		fetch_complete(s, p, f);
+	return 0;
+}
+
+static int on_notfound(struct swarm_peer *p, struct rbuf *r)
+{
+	uint32_t reqid;
+	struct fetch *f;
+
+	if (rbuf_u32(r, &reqid) < 0 || rbuf_end(r) < 0)
+		return -EPROTO;
+	if (!(f = req_find(p, reqid)))
+		return 0;
+	f->nnotfound++;
+	fetch_detach(f);
+	return 0;
+}
+
+/* ---- peer exchange ---- */
+
+static void addr_add(struct swarm *s, const struct dht_addr *a, const uint8_t *id)
+{
+	struct swarm_addr *x = NULL;
+
+	if (id && (!memcmp(id, s->self, 32) || banned(s, id)))
+		return;
+	for (unsigned i = 0; i < s->naddrs; i++)
+		if (dht_addr_eq(&s->addrs[i].a, a)) {
+			x = &s->addrs[i];
+			break;
+		}
+	if (!x) {
+		if (s->naddrs == MAX_ADDRS) {
+			/* Forget the address that failed most. */
+			unsigned worst = 0;
+
+			for (unsigned i = 1; i < s->naddrs; i++)
+				if (s->addrs[i].fails > s->addrs[worst].fails)
+					worst = i;
+			if (!s->addrs[worst].fails)
+				return;
+			x = &s->addrs[worst];
+		} else {
+			x = &s->addrs[s->naddrs++];
+		}
+		memset(x, 0, sizeof(*x));
+		x->a = *a;
+	}
+	if (id) {
+		memcpy(x->id, id, 32);
+		x->has_id = true;
+	}
+}
+
+static void send_pex(struct swarm *s, struct swarm_peer *to)
+{
+	uint8_t body[1 + SWARM_PEX_MAX * PEX_ENTRY];
+	struct wbuf w;
+	unsigned n = 0;
+
+	wbuf_init(&w, body, sizeof(body));
+	wbuf_u8(&w, 0);
+	for (struct swarm_peer *p = s->peers; p && n < SWARM_PEX_MAX; p = p->next) {
+		if (p == to || !p->member || p->closing || !p->listen.port)
+			continue;
+		wbuf_bytes(&w, p->id, 32);
+		wbuf_u8(&w, p->listen.family);
+		wbuf_bytes(&w, p->listen.ip, 16);
+		wbuf_u16(&w, p->listen.port);
+		n++;
+	}
+	if (!n)
+		return;
+	body[0] = (uint8_t)n;
+	(void)send_msg(to, M_PEX, body, (size_t)wbuf_done(&w));
+}
+
+static int on_pex(struct swarm_peer *p, struct rbuf *r)
+{
+	uint8_t n;
+
+	if (rbuf_u8(r, &n) < 0 || n > SWARM_PEX_MAX || rbuf_left(r) != (size_t)n * PEX_ENTRY)
+		return -EPROTO;
+	for (unsigned i = 0; i < n; i++) {
+		const uint8_t *id, *ip;
+		uint8_t fam;
+		uint16_t port;
+		struct dht_addr a = { 0 };
+
+		if (rbuf_ref(r, 32, &id) < 0 || rbuf_u8(r, &fam) < 0 || rbuf_ref(r, 16, &ip) < 0 ||
+		    rbuf_u16(r, &port) < 0)
+			return -EPROTO;
+		if ((fam != 4 && fam != 6) || !port)
+			continue;
+		a.family = fam;
+		a.port = port;
+		memcpy(a.ip, ip, fam == 4 ? 4 : 16);
+		addr_add(p->s, &a, id);
+	}
+	return 0;
+}
+
+/* ---- connections ---- */
+
+static void peer_drop_state(struct swarm_peer *p)
+{
+	struct swarm *s = p->s;
+
+	for (unsigned i = 0; i < SWARM_WINDOW; i++)
+		if (p->req[i])
+			fetch_detach(p->req[i]);
+	while (p->sq) {
+		struct serve *q = p->sq;
+
+		p->sq = q->next;
+		if (!q->buf && !q->failed)
+			q->orphan = true; /* the store's callback frees it */
+		else
+			serve_free(q);
+	}
+	p->sq_tail = &p->sq;
+	p->nsq = 0;
+	(void)s;
+}
+
+static void peer_unlink_free(struct swarm_peer *p)
+{
+	struct swarm *s = p->s;
+
+	if (p->announced && s->o.peer_down)
+		s->o.peer_down(s->o.arg, p);
+
+	for (struct swarm_peer **pp = &s->peers; *pp; pp = &(*pp)->next)
+		if (*pp == p) {
+			*pp = p->next;
+			break;
+		}
+	peer_drop_state(p);
+	free(p);
+	dispatch(s);
+}
+
+/* End @p now (from a callback of its own or not). */
+static void peer_abort(struct swarm_peer *p, const char *why)
+{
+	if (why && p->member)
+		log_notice("member %s: %s", p->c ? tp_conn_name(p->c) : "?", why);
+	if (p->c)
+		tp_conn_abort(p->c);
+	p->c = NULL;
+	peer_unlink_free(p);
+}
+
+static void send_hello(struct swarm *s, struct swarm_peer *p)
+{
+	uint8_t body[HELLO_LEN - 1], pr[32];
+	struct wbuf w;
+
+	proof(s, p->c, s->self, pr);
+	wbuf_init(&w, body, sizeof(body));
+	wbuf_u8(&w, HELLO_VERSION);
+	wbuf_bytes(&w, s->tag, 32);
+	wbuf_bytes(&w, pr, 32);
+	wbuf_u16(&w, s->port);
+	wbuf_u8(&w, s->o.writable ? 1 : 0);
+	if (send_msg(p, M_HELLO, body, (size_t)wbuf_done(&w)) == 0)
+		p->hello_sent = true;
+}
+
+static int on_hello(struct swarm_peer *p, struct rbuf *r)
+{
+	struct swarm *s = p->s;
+	const uint8_t *tag, *pr;
+	uint8_t ver, flags, want[32];
+	uint16_t port;
+	struct swarm_peer *old;
+	socklen_t sl;
+	const struct sockaddr *sa;
+
+	if (rbuf_u8(r, &ver) < 0 || rbuf_ref(r, 32, &tag) < 0 || rbuf_ref(r, 32, &pr) < 0 ||
+	    rbuf_u16(r, &port) < 0 || rbuf_u8(r, &flags) < 0)
+		return -EPROTO;
+	if (ver != HELLO_VERSION)
+		return -EPROTONOSUPPORT;
+	if (sodium_memcmp(tag, s->tag, 32))
+		return -EACCES; /* another share */
+	proof(s, p->c, p->id, want);
+	if (sodium_memcmp(pr, want, 32))
+		return -EKEYREJECTED;
+	p->member = true;
+	p->writable = flags & 1;
+	p->since = ev_now(s->o.loop);
+	sa = tp_conn_peer_addr(p->c, &sl);
+	if (sa) {
+		struct sockaddr_storage ss;
+
+		memset(&ss, 0, sizeof(ss));
+		memcpy(&ss, sa, P2P_MIN((size_t)sl, sizeof(ss)));
+		if (dht_addr_from_sockaddr(&ss, &p->listen)) {
+			p->listen.port = port;
+			if (port)
+				addr_add(s, &p->listen, p->id);
+		}
+	}
+	/* Two connections between the same nodes (both dialled): keep the one
+	 * dialled by the lower node id; both ends decide alike. */
+	if ((old = member_by_id(s, p->id, p)) && old->member) {
+		const uint8_t *lo = memcmp(s->self, p->id, 32) < 0 ? s->self : p->id;
+		bool p_by_lo = (p->outgoing ? s->self : p->id) == lo;
+
+		if (p_by_lo) {
+			peer_abort(old, NULL);
+		} else {
+			p->member = false;
+			tp_conn_close(p->c);
+			p->c = NULL;
+			peer_unlink_free(p);
+			return 1;
+		}
+	}
+	log_info("member %s connected (%s%s)", tp_conn_name(p->c), p->outgoing ? "outgoing" : "incoming",
+		 p->writable ? ", writer" : ", reader");
+	send_pex(s, p);
+	p->announced = true;
+	if (s->o.peer_up)
+		s->o.peer_up(s->o.arg, p);
+	dispatch(s);
+	return 0;
+}
+
+static void on_up(void *arg, struct tp_conn *c)
+{
+	struct swarm_peer *p;
+	struct swarm *s;
+
+	if (*(int *)arg == K_SWARM) {
+		s = arg;
+		if (!(p = calloc(1, sizeof(*p)))) {
+			tp_conn_abort(c);
+			return;
+		}
+		p->kind = K_PEER;
+		p->s = s;
+		p->c = c;
+		p->sq_tail = &p->sq;
+		p->next = s->peers;
+		s->peers = p;
+		tp_conn_set_arg(c, p);
+	} else {
+		p = arg;
+		s = p->s;
+	}
+	p->up = true;
+	p->since = ev_now(s->o.loop);
+	memcpy(p->id, tp_conn_peer_id(c), 32);
+	if (banned(s, p->id)) {
+		peer_abort(p, NULL);
+		return;
+	}
+	send_hello(s, p);
+}
+
+static void on_frame(void *arg, struct tp_conn *c, uint8_t *data, size_t len)
+{
+	struct swarm_peer *p = arg;
+	struct swarm *s = p->s;
+	struct rbuf r;
+	uint8_t type;
+	int rc = 0;
+
+	(void)c;
+	if (*(int *)arg != K_PEER || p->closing)
+		return;
+	rbuf_init(&r, data, len);
+	if (rbuf_u8(&r, &type) < 0)
+		return;
+	if (!p->member && type != M_HELLO) {
+		rc = -EPROTO;
+	} else if (type == M_HELLO) {
+		rc = p->member ? -EPROTO : on_hello(p, &r);
+		if (rc == 1)
+			return; /* p is gone: a duplicate */
+	} else if (type == M_GET) {
+		rc = on_get(p, &r);
+	} else if (type == M_DATA) {
+		rc = on_data(p, &r);
+	} else if (type == M_NOTFOUND) {
+		rc = on_notfound(p, &r);
+	} else if (type == M_PEX) {
+		rc = on_pex(p, &r);
+	} else if (type >= SWARM_MSG_APP) {
+		if (s->o.msg)
+			s->o.msg(s->o.arg, p, type, data + 1, len - 1);
+	} /* other types: from a newer version, ignored */
+	if (rc < 0) {
+		const char *why = rc == -EKEYREJECTED ? "does not hold this share's key"
+				  : rc == -EACCES     ? "is a member of another share"
+				  : rc == -ENOBUFS    ? "asked for too many chunks at once"
+						      : "sent a malformed message";
+
+		log_warn("peer %s %s (%s): disconnecting", tp_conn_name(p->c), why, strerror(-rc));
+		peer_abort(p, NULL);
+		return;
+	}
+	if (p->closing) { /* sent a bad chunk */
+		peer_abort(p, NULL);
+		return;
+	}
+	dispatch(s);
+}
+
+static void on_writable(void *arg, struct tp_conn *c)
+{
+	struct swarm_peer *p = arg;
+
+	(void)c;
+	if (*(int *)arg == K_PEER)
+		serve_pump(p);
+}
+
+static void on_down(void *arg, struct tp_conn *c, int reason)
+{
+	struct swarm_peer *p = arg;
+
+	(void)c;
+	if (*(int *)arg != K_PEER)
+		return; /* an incoming connection that failed its handshake */
+	if (p->member)
+		log_notice("member %s left: %s", tp_conn_name(c),
+			   reason ? strerror(-reason) : "closed");
+	else if (p->outgoing)
+		log_debug("cannot connect to %s: %s", tp_conn_name(c), strerror(-reason));
+	p->c = NULL;
+	peer_unlink_free(p);
+}
+
+static const struct tp_conn_cbs peer_cbs = {
+	.up = on_up,
+	.frame = on_frame,
+	.writable = on_writable,
+	.down = on_down,
+};
+
+static bool connected_to(struct swarm *s, const struct swarm_addr *x)
+{
+	for (struct swarm_peer *p = s->peers; p; p = p->next) {
+		if (x->has_id && p->up && !memcmp(p->id, x->id, 32))
+			return true;
+		if (p->listen.port && dht_addr_eq(&p->listen, &x->a))
+			return true;
+	}
+	return false;
+}
+
+static void dial(struct swarm *s, struct swarm_addr *x)
+{
+	struct sockaddr_storage ss;
+	socklen_t sl;
+	struct swarm_peer *p;
+	uint64_t now = ev_now(s->o.loop);
+	int rc;
+
+	x->next_try = now + P2P_MIN(300000ULL, 2000ULL << P2P_MIN(x->fails, 8u));
+	x->fails++; /* until it proves a member */
+	if (!(p = calloc(1, sizeof(*p))))
+		return;
+	p->kind = K_PEER;
+	p->s = s;
+	p->outgoing = true;
+	p->sq_tail = &p->sq;
+	p->listen = x->a;
+	p->since = now;
+	dht_addr_to_sockaddr(&x->a, &ss, &sl);
+	rc = tp_connect(s->o.loop, (struct sockaddr *)&ss, sl, x->has_id ? x->id : NULL, &s->topts,
+			&peer_cbs, p, &p->c);
+	if (rc < 0) {
+		free(p);
+		return;
+	}
+	p->next = s->peers;
+	s->peers = p;
+}
+
+static void maintain_connections(struct swarm *s)
+{
+	uint64_t now = ev_now(s->o.loop);
+	unsigned n = 0;
+
+	for (struct swarm_peer *p = s->peers; p; p = p->next)
+		n++;
+	for (unsigned i = 0; i < s->naddrs && n < s->o.max_peers; i++) {
+		struct swarm_addr *x = &s->addrs[i];
+
+		if (x->next_try > now || connected_to(s, x) || (x->has_id && banned(s, x->id)))
+			continue;
+		dial(s, x);
+		n++;
+	}
+	/* A member that answers earns its address a clean record. */
+	for (struct swarm_peer *p = s->peers; p; p = p->next)
+		if (p->member && p->outgoing)
+			for (unsigned i = 0; i < s->naddrs; i++)
+				if (dht_addr_eq(&s->addrs[i].a, &p->listen))
+					s->addrs[i].fails = 0;
+}
+
+/* ---- the DHT: announce ourselves, find the others ---- */
+
+static void on_members_found(void *arg, const struct dht_result *r)
+{
+	struct swarm *s = arg;
+
+	s->lookup_running = false;
+	for (size_t i = 0; i < r->nproviders; i++)
+		addr_add(s, &r->providers[i].addr, r->providers[i].id);
+	maintain_connections(s);
+}
+
+static void dht_work(struct swarm *s)
+{
+	struct dht *d;
+	uint64_t now = ev_now(s->o.loop);
+	bool any = count_members(s) > 0;
+
+	if (!s->o.dht)
+		return;
+	d = dht_node_dht(s->o.dht);
+	if (now >= s->next_announce) {
+		if (dht_add_provider(d, dht_node_now(s->o.dht), s->tag, s->port, NULL, NULL) == 0)
+			s->st.dht_announces++;
+		s->next_announce =
+		    now + (now - s->start < 60000 ? ANNOUNCE_FAST_MS : ANNOUNCE_SLOW_MS);
+		dht_node_kick(s->o.dht);
+	}
+	if (!s->lookup_running && now >= s->next_lookup) {
+		if (dht_get_providers(d, dht_node_now(s->o.dht), s->tag, on_members_found, s) == 0) {
+			s->lookup_running = true;
+			s->st.dht_lookups++;
+		}
+		s->next_lookup = now + (any ? DHT_SLOW_MS : DHT_FAST_MS);
+		dht_node_kick(s->o.dht);
+	}
+}
+
+/* ---- the tick: deadlines, stalls, retries, discovery ---- */
+
+static void on_tick(struct ev_timer *t)
+{
+	struct swarm *s = container_of(t, struct swarm, tick);
+	uint64_t now = ev_now(s->o.loop);
+	struct swarm_peer *p, *pn;
+	struct fetch *f, *fn;
+
+	for (p = s->peers; p; p = pn) {
+		pn = p->next;
+		if (p->up && !p->member && now - p->since > HELLO_TIMEOUT_MS)
+			peer_abort(p, NULL);
+	}
+	for (f = s->fetches; f; f = fn) {
+		fn = f->next;
+		if (now - f->started >= s->o.fetch_timeout_ms || !count_members(s)) {
+			int rc = count_members(s) ? -ETIMEDOUT : -EIO;
+
+			if (rc == -EIO) {
+				char h[9];
+
+				hex8(h, f->id);
+				log_error("chunk %s: every member holding it has gone", h);
+				s->st.fetch_failed++;
+			} else {
+				fetch_fail_log(s, f, rc);
+			}
+			fetch_finish(s, f, rc);
+			continue;
+		}
+		if (f->peer && now - f->progress_at >= s->o.stall_ms) {
+			char h[9];
+
+			hex8(h, f->id);
+			log_warn("member %s stalled on chunk %s for %u ms: asking another",
+				 tp_conn_name(f->peer->c), h, s->o.stall_ms);
+			s->st.stalls++;
+			fetch_detach(f);
+		}
+		if (!f->peer) {
+			bool any;
+
+			if (!pick(s, f, &any) && !any && now - f->round_at >= RETRY_ROUND_MS) {
+				/* Every member was asked: ask again, one may have it now. */
+				f->ntried = 0;
+				f->round_at = now;
+			}
+		}
+	}
+	dispatch(s);
+	dht_work(s);
+	maintain_connections(s);
+	if (ev_timer_start(s->o.loop, &s->tick, TICK_MS) < 0)
+		log_error("cannot re-arm the swarm timer");
+}
+
+/* ---- set-up ---- */
+
+int swarm_new(const struct swarm_opts *opts, struct swarm **ret_swarm)
+{
+	struct swarm *s;
+	struct sockaddr_storage ss;
+	socklen_t sl;
+	struct dht_addr a;
+	int rc;
+
+	if (!opts->loop || !opts->ident || !opts->cs || !opts->member_key || !opts->share_tag)
+		return -EINVAL;
+	if (!(s = calloc(1, sizeof(*s))))
+		return -ENOMEM;
+	s->kind = K_SWARM;
+	s->o = *opts;
+	if (!s->o.fetch_timeout_ms)
+		s->o.fetch_timeout_ms = 30000;
+	if (!s->o.stall_ms)
+		s->o.stall_ms = 5000;
+	if (!s->o.max_peers)
+		s->o.max_peers = 32;
+	memcpy(s->member_key, opts->member_key, SWARM_KEY_LEN);
+	memcpy(s->tag, opts->share_tag, SWARM_KEY_LEN);
+	memcpy(s->self, peer_ident_id(opts->ident), 32);
+	s->topts.ident = opts->ident;
+	s->topts.keepalive_ms = 3000;
+	s->topts.idle_ms = 15000;
+	s->topts.sendq_max = 8u << 20;
+	if (opts->listen) {
+		if ((rc = dht_addr_parse(opts->listen, &a)) < 0)
+			goto fail;
+	} else {
+		memset(&a, 0, sizeof(a));
+		a.family = 4;
+		a.port = opts->dht ? dht_node_port(opts->dht) : 0;
+	}
+	dht_addr_to_sockaddr(&a, &ss, &sl);
+	rc = tp_listen(opts->loop, (struct sockaddr *)&ss, sl, &s->topts, &peer_cbs, s, &s->lis);
+	if (rc == -EADDRINUSE && !opts->listen) {
+		a.port = 0;
+		dht_addr_to_sockaddr(&a, &ss, &sl);
+		rc = tp_listen(opts->loop, (struct sockaddr *)&ss, sl, &s->topts, &peer_cbs, s,
+			       &s->lis);
+	}
+	if (rc < 0)
+		goto fail;
+	s->port = tp_listener_port(s->lis);
+	s->start = ev_now(opts->loop);
+	s->next_announce = s->next_lookup = s->start + 200;
+	ev_timer_init(&s->tick, on_tick);
+	if ((rc = ev_timer_start(opts->loop, &s->tick, 200)) < 0)
+		goto fail;
+	*ret_swarm = s;
+	return 0;
+fail:
+	tp_listener_free(s->lis);
+	free(s);
+	return rc;
+}
+
+void swarm_free(struct swarm *s)
+{
+	if (!s)
+		return;
+	ev_timer_stop(s->o.loop, &s->tick);
+	tp_listener_free(s->lis);
+	while (s->fetches)
+		fetch_finish(s, s->fetches, -ECANCELED);
+	while (s->peers) {
+		struct swarm_peer *p = s->peers;
+
+		s->peers = p->next;
+		if (p->c)
+			tp_conn_close(p->c);
+		peer_drop_state(p);
+		free(p);
+	}
+	sodium_memzero(s->member_key, sizeof(s->member_key));
+	free(s);
+}
+
+uint16_t swarm_port(const struct swarm *s)
+{
+	return s->port;
+}
+
+int swarm_add_addr(struct swarm *s, const char *hostport)
+{
+	struct addrinfo hints = { .ai_socktype = SOCK_STREAM }, *res, *r;
+	struct dht_addr a;
+	char host[256];
+	const char *colon = strrchr(hostport, ':');
+	int rc, n = 0;
+
+	if (dht_addr_parse(hostport, &a) == 0) {
+		addr_add(s, &a, NULL);
+		return 0;
+	}
+	if (!colon || (size_t)(colon - hostport) >= sizeof(host))
+		return -EINVAL;
+	memcpy(host, hostport, (size_t)(colon - hostport));
+	host[colon - hostport] = '\0';
+	if ((rc = getaddrinfo(host, colon + 1, &hints, &res)) != 0) {
+		log_warn("member address %s: %s", hostport, gai_strerror(rc));
+		return -EHOSTUNREACH;
+	}
+	for (r = res; r; r = r->ai_next) {
+		struct sockaddr_storage ss;
+
+		memset(&ss, 0, sizeof(ss));
+		memcpy(&ss, r->ai_addr, P2P_MIN((size_t)r->ai_addrlen, sizeof(ss)));
+		if (dht_addr_from_sockaddr(&ss, &a)) {
+			addr_add(s, &a, NULL);
+			n++;
+		}
+	}
+	freeaddrinfo(res);
+	return n ? 0 : -EHOSTUNREACH;
+}
+
+/* ---- messages of the caller's ---- */
+
+int swarm_send(struct swarm_peer *p, uint8_t type, const void *body, size_t len)
+{
+	if (!p->member || p->closing)
+		return -ENOTCONN;
+	if (type < SWARM_MSG_APP)
+		return -EINVAL;
+	if (len + 1 > TP_FRAME_MAX)
+		return -EMSGSIZE;
+	return send_msg(p, type, body, len);
+}
+
+size_t swarm_queued(const struct swarm_peer *p)
+{
+	return p->c ? tp_conn_queued(p->c) : 0;
+}
+
+void swarm_broadcast(struct swarm *s, struct swarm_peer *except, uint8_t type, const void *body,
+		     size_t len)
+{
+	for (struct swarm_peer *p = s->peers; p; p = p->next)
+		if (p != except && p->member && !p->closing) {
+			int rc = swarm_send(p, type, body, len);
+
+			if (rc < 0)
+				log_debug("message to %s dropped: %s", tp_conn_name(p->c),
+					  strerror(-rc));
+		}
+}
+
+const uint8_t *swarm_peer_id(const struct swarm_peer *p)
+{
+	return p->id;
+}
+
+bool swarm_peer_writable(const struct swarm_peer *p)
+{
+	return p->writable;
+}
+
+const char *swarm_peer_name(const struct swarm_peer *p)
+{
+	return p->c ? tp_conn_name(p->c) : "?";
+}
+
+size_t swarm_peers(struct swarm *s, struct swarm_peer_info *out, size_t max)
+{
+	size_t n = 0;
+	uint64_t now = ev_now(s->o.loop);
+
+	for (struct swarm_peer *p = s->peers; p; p = p->next) {
+		struct tp_stats ts;
+
+		if (!p->member || p->closing)
+			continue;
+		if (n < max) {
+			struct swarm_peer_info *i = &out[n];
+
+			memset(i, 0, sizeof(*i));
+			memcpy(i->id, p->id, 32);
+			snprintf(i->addr, sizeof(i->addr), "%s", tp_conn_name(p->c));
+			i->outgoing = p->outgoing;
+			i->writable = p->writable;
+			tp_conn_stats(p->c, &ts);
+			i->bytes_in = ts.bytes_in;
+			i->bytes_out = ts.bytes_out;
+			i->chunks_in = p->chunks_in;
+			i->chunks_out = p->chunks_out;
+			i->inflight = p->inflight;
+			i->queued = p->nsq;
+			i->connected_ms = now - p->since;
+		}
+		n++;
+	}
+	return n;
+}
+
+void swarm_get_stats(struct swarm *s, struct swarm_stats *ret)
+{
+	*ret = s->st;
+	ret->members = 0;
+	ret->connecting = 0;
+	for (struct swarm_peer *p = s->peers; p; p = p->next) {
+		if (p->member && !p->closing)
+			ret->members++;
+		else
+			ret->connecting++;
+	}
+	ret->known_addrs = s->naddrs;
+	ret->fetches = s->nfetches;
+}

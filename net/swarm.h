@@ -1,0 +1,146 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * net/swarm.h - the members of one share: finding them (DHT provider records
+ * under the share's keyed id, configured addresses, peer exchange),
+ * encrypted connections to a bounded set of them (net/tp_conn.h), proof of
+ * membership, and the chunk exchange: serving chunks from the local store
+ * and fetching missing ones from several members at once, verified against
+ * their ids before anything sees them.
+ *
+ * Wire protocol: one message per transport frame; byte 0 is the type, all
+ * integers big-endian.
+ *
+ *   type  name      body
+ *   1     HELLO     version (1), share tag (32), proof (32), TCP port (2),
+ *                   flags (1: bit 0 = may write)
+ *   2     GET       request id (4), chunk id (32)
+ *   3     DATA      request id (4), chunk length (4), offset (4), bytes
+ *   4     NOTFOUND  request id (4)
+ *   5     PEX       count (1, <= SWARM_PEX_MAX), then per member: node id
+ *                   (32), family (1: 4 or 6), address (16), TCP port (2)
+ *   >=32  the caller's (swarm_opts.msg): namespace replication
+ *
+ * HELLO is the first message each way; anything else before both HELLOs is
+ * a protocol error. The proof is HMAC-SHA-256 under the share's member key
+ * (derived from its read key) of "p2pfs member 1" || the transport session
+ * id || the sender's node id: it cannot be replayed on another session or
+ * by another node, and a node without the read key cannot make one, so it
+ * is never served a chunk nor a namespace record.
+ *
+ * Fetching: each wanted chunk is asked of one member at a time, the one
+ * with the fewest requests in flight among those not yet asked for it
+ * (SWARM_WINDOW per member); chunks a reader waits for go before
+ * read-ahead. NOTFOUND moves the request to the next member; a member that
+ * stops sending for stall_ms loses the request to another; a member whose
+ * chunk fails verification is disconnected and refused for the life of the
+ * process. With no member connected a fetch fails at once; otherwise it
+ * fails after fetch_timeout_ms with one log line naming the chunk and why.
+ *
+ * Everything runs on the loop's thread.
+ */
+#ifndef P2P_NET_SWARM_H
+#define P2P_NET_SWARM_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/uio.h>
+
+#include "chunkstore/store.h"
+#include "common/ev.h"
+#include "net/dht_node.h"
+#include "net/ident.h"
+
+#define SWARM_KEY_LEN 32
+#define SWARM_MSG_APP 32     /* message types from here up are the caller's */
+#define SWARM_WINDOW 8	     /* chunk requests in flight per member */
+#define SWARM_SERVE_MAX 64   /* requests a member may have queued with us */
+#define SWARM_PEX_MAX 16     /* members per PEX message */
+#define SWARM_PIECE (1 << 20) /* bytes of a chunk per DATA message */
+
+struct swarm;
+struct swarm_peer;
+
+/* A message of the caller's (type >= SWARM_MSG_APP) from a member. */
+typedef void swarm_msg_fn(void *arg, struct swarm_peer *p, uint8_t type, const uint8_t *body,
+			  size_t len);
+/* A member connected (its HELLO verified). */
+typedef void swarm_peer_fn(void *arg, struct swarm_peer *p);
+
+struct swarm_opts {
+	struct ev_loop *loop;
+	const struct peer_ident *ident;
+	struct cs_store *cs;
+	struct dht_node *dht;	   /* members are announced and found here; may be NULL */
+	const uint8_t *member_key; /* SWARM_KEY_LEN: proves membership */
+	const uint8_t *share_tag;  /* SWARM_KEY_LEN: the share's keyed id (also the DHT key) */
+	bool writable;		   /* we hold the write capability (told to members) */
+	const char *listen;	   /* TCP "ADDR:PORT"; NULL: 0.0.0.0 on the DHT's port */
+	uint32_t fetch_timeout_ms; /* 0: 30000 */
+	uint32_t stall_ms;	   /* 0: 5000 */
+	unsigned max_peers;	   /* 0: 32 */
+	swarm_msg_fn *msg;
+	swarm_peer_fn *peer_up;
+	swarm_peer_fn *peer_down; /* a member that peer_up announced is gone */
+	void *arg;
+};
+
+P2P_MUST_CHECK int swarm_new(const struct swarm_opts *opts, struct swarm **ret_swarm);
+/* Closes every connection; waiting fetches fail with -ECANCELED. Call after
+ * the DHT node is freed (its lookups may name the swarm). NULL is a no-op. */
+void swarm_free(struct swarm *s);
+uint16_t swarm_port(const struct swarm *s);
+
+/* A member's address to keep connected ("HOST:PORT", numeric or a name). */
+P2P_MUST_CHECK int swarm_add_addr(struct swarm *s, const char *hostport);
+
+/*
+ * swarm_fetch() - get chunk @id from the members. @cb runs exactly once,
+ * later, as cs_read() would call it: with the chunk (verified and now in the
+ * store as an evictable cached chunk) or -EIO / -ETIMEDOUT / -ECANCELED.
+ * @urgent: a reader waits for it (else read-ahead). Returns 0, or -ENOENT
+ * with no callback when no member is connected.
+ */
+P2P_MUST_CHECK int swarm_fetch(struct swarm *s, const uint8_t id[static CS_ID_LEN], bool urgent,
+			       cs_read_fn *cb, void *arg);
+
+/* A message of the caller's to one member: 0, -ENOBUFS (its queue is full),
+ * -EMSGSIZE, -ENOTCONN. */
+P2P_MUST_CHECK int swarm_send(struct swarm_peer *p, uint8_t type, const void *body, size_t len);
+/* Bytes queued to @p and not yet sent. */
+size_t swarm_queued(const struct swarm_peer *p);
+/* To every member but @except (may be NULL). */
+void swarm_broadcast(struct swarm *s, struct swarm_peer *except, uint8_t type, const void *body,
+		     size_t len);
+/* The member's node id and whether it holds the write capability. */
+const uint8_t *swarm_peer_id(const struct swarm_peer *p);
+bool swarm_peer_writable(const struct swarm_peer *p);
+const char *swarm_peer_name(const struct swarm_peer *p);
+
+struct swarm_peer_info {
+	uint8_t id[32];
+	char addr[64];
+	bool outgoing, writable;
+	uint64_t bytes_in, bytes_out; /* transport plaintext */
+	uint64_t chunks_in, chunks_out;
+	unsigned inflight, queued;
+	uint64_t connected_ms;
+};
+/* Up to @max connected members into @out; returns how many there are. */
+size_t swarm_peers(struct swarm *s, struct swarm_peer_info *out, size_t max);
+
+struct swarm_stats {
+	unsigned members, connecting, known_addrs;
+	unsigned fetches;	    /* chunks being fetched now */
+	uint64_t fetched, fetched_bytes; /* chunks received and verified */
+	uint64_t served, served_bytes;
+	uint64_t fetch_failed, bad_chunks, stalls, notfound;
+	uint64_t dht_lookups, dht_announces;
+};
+void swarm_get_stats(struct swarm *s, struct swarm_stats *ret_stats);
+
+/* The keys of a share's swarm from its read key: the member key and the tag. */
+void swarm_share_keys(const uint8_t read_key[static 32], uint8_t member_key[static SWARM_KEY_LEN],
+		      uint8_t share_tag[static SWARM_KEY_LEN]);
+
+#endif
