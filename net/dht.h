@@ -185,7 +185,7 @@ P2P_MUST_CHECK int dht_add_provider(struct dht *d, uint64_t now,
 void dht_remove_provider(struct dht *d, const uint8_t key[static DHT_ID_LEN]);
 /* Store @rec (signed) on the k closest nodes to its target, unless one of
  * them holds a newer record: with @cas > 0, newer than @cas (nodes also
- * refuse it unless they hold @cas or nothing: compare-and-swap, so sequence
+ * refuse it if they hold a number above @cas: compare-and-swap, so sequence
  * numbers used with it start at 1); else newer than @rec. Not atomic across
  * nodes: a writer that gets -ESTALE reads again and retries. -EBADMSG if
  * @rec does not verify. The owner puts again to keep a record alive. */

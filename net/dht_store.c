@@ -241,7 +241,11 @@ int dht__rec_put(struct dht__store *s, uint64_t now, const struct dht_record *r,
 		return DHT_ERR_SIG;
 	dht_record_target(r, target);
 	if ((st = htab_get(&s->recs, target)) && st->expires > now) {
-		if (cas && st->r.seq != cas) {
+		/* Compare-and-swap: refuse if someone moved past @cas. A holder
+		 * of an older record only missed updates (puts reach the k
+		 * closest, not always all of them): the sequence rule below is
+		 * all it needs. */
+		if (cas && st->r.seq > cas) {
 			*ret_seq = st->r.seq;
 			return DHT_ERR_CAS;
 		}
