@@ -135,6 +135,7 @@ struct swarm {
 	struct ev_timer tick;
 	uint64_t start, next_lookup, next_announce;
 	bool lookup_running;
+	bool fault_corrupt; /* P2PFS_TEST_CORRUPT_SERVE=1: serve damaged chunks (tests) */
 	struct swarm_stats st;
 };
 
@@ -481,7 +482,22 @@ static void serve_pump(struct swarm_peer *p)
 			be32_put(hdr + 9, q->off);
 			iov[0] = (struct iovec){ hdr, DATA_HDR };
 			iov[1] = (struct iovec){ (void *)(cs_buf_data(q->buf) + q->off), n };
-			rc = tp_conn_sendv(p->c, iov, 2);
+			if (s->fault_corrupt && q->off == 0) {
+				/* Fault injection for tests: a member that serves damaged bytes. */
+				uint8_t *bad = malloc(n);
+
+				if (bad) {
+					memcpy(bad, iov[1].iov_base, n);
+					bad[n / 2] ^= 0x40;
+					iov[1].iov_base = bad;
+					rc = tp_conn_sendv(p->c, iov, 2);
+					free(bad);
+				} else {
+					rc = -ENOBUFS;
+				}
+			} else {
+				rc = tp_conn_sendv(p->c, iov, 2);
+			}
 			if (rc == 0) {
 				q->off += (uint32_t)n;
 				s->st.served_bytes += n;
@@ -1110,6 +1126,13 @@ int swarm_new(const struct swarm_opts *opts, struct swarm **ret_swarm)
 	memcpy(s->member_key, opts->member_key, SWARM_KEY_LEN);
 	memcpy(s->tag, opts->share_tag, SWARM_KEY_LEN);
 	memcpy(s->self, peer_ident_id(opts->ident), 32);
+	{
+		const char *fc = getenv("P2PFS_TEST_CORRUPT_SERVE");
+
+		s->fault_corrupt = fc && !strcmp(fc, "1");
+		if (s->fault_corrupt)
+			log_warn("P2PFS_TEST_CORRUPT_SERVE=1: serving damaged chunks on purpose");
+	}
 	s->topts.ident = opts->ident;
 	s->topts.keepalive_ms = 3000;
 	s->topts.idle_ms = 15000;

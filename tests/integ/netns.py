@@ -41,6 +41,19 @@ class Lan:
         return subprocess.run(["ip", "netns", "exec", self.ns[i], *args], check=check,
                               capture_output=True, text=True, timeout=timeout)
 
+    def prefix(self, i):
+        """A command prefix that runs in node @i's network namespace only, so
+        a FUSE mount made there is visible to the whole machine (ip netns
+        exec would also give it a mount namespace of its own)."""
+        return ["nsenter", f"--net=/run/netns/{self.ns[i]}"]
+
+    def cut(self, i):
+        """Unplug node @i from the bridge (its own interface stays up)."""
+        sh("ip", "-n", self.hub, "link", "set", f"{self.tag}b{i}", "down")
+
+    def heal(self, i):
+        sh("ip", "-n", self.hub, "link", "set", f"{self.tag}b{i}", "up")
+
     def close(self):
         for ns in self.ns + [self.hub]:
             sh("ip", "netns", "pids", ns, check=False)

@@ -101,16 +101,19 @@ def random_file(path, size, block=8 << 20):
 class Node:
     """One p2pfs daemon with its state dir and mount point, in a temp dir."""
 
-    def __init__(self, base=None, name="n", extra=()):
+    def __init__(self, base=None, name="n", extra=(), prefix=(), env=None):
         self.tmp = tempfile.mkdtemp(prefix=f"p2pfs-{name}-", dir=base)
         self.state = os.path.join(self.tmp, "state")
         self.mnt = os.path.join(self.tmp, "mnt")
         os.mkdir(self.mnt)
         self.extra = list(extra)
+        self.prefix = list(prefix)  # e.g. nsenter into a network namespace
+        self.env = env
         self.mounted = False
 
     def mount(self, *args, check=True):
-        p = p2pfs("mount", self.mnt, "--state", self.state, *self.extra, *args, check=check, timeout=120)
+        p = run([*self.prefix, P2PFS, "mount", self.mnt, "--state", self.state, *self.extra, *args],
+                check=check, timeout=120, env=self.env)
         if p.returncode == 0:
             self.mounted = True
             assert is_mounted(self.mnt), "p2pfs mount returned 0 but nothing is mounted"
