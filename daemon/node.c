@@ -916,6 +916,13 @@ static int fetch_chunk(void *arg, const uint8_t id[static CS_ID_LEN], bool urgen
 	return swarm_fetch(d->swarm, id, urgent, cb, cb_arg);
 }
 
+static void stored_chunks(void *arg, const uint8_t *ids, size_t n)
+{
+	struct daemon *d = arg;
+
+	swarm_announce(d->swarm, ids, n);
+}
+
 /* The share's members: connections, chunk exchange, namespace replication. */
 static int open_swarm(struct daemon *d)
 {
@@ -952,6 +959,7 @@ static int open_swarm(struct daemon *d)
 		if ((rc = swarm_add_addr(d->swarm, cfg->peer[i])) < 0)
 			log_warn("member address %s: %s", cfg->peer[i], strerror(-rc));
 	fs_set_fetch(d->fs, fetch_chunk, d);
+	fs_set_stored_cb(d->fs, stored_chunks, d);
 	log_notice("accepting members on tcp port %u", swarm_port(d->swarm));
 	return 0;
 }
@@ -1105,8 +1113,10 @@ static void close_all(struct daemon *d)
 
 	ctl_server_free(d->ctl);
 	dht_node_free(d->dn); /* first: its lookups may name the swarm */
-	if (d->fs)
+	if (d->fs) {
 		fs_set_fetch(d->fs, NULL, NULL);
+		fs_set_stored_cb(d->fs, NULL, NULL);
+	}
 	swarm_free(d->swarm);
 	repl_free(d->repl);
 	while (d->dht_reqs) {

@@ -70,6 +70,11 @@ typedef int fs_fetch_fn(void *arg, const uint8_t id[static CS_ID_LEN], bool urge
 			void *cb_arg);
 void fs_set_fetch(struct fs *fs, fs_fetch_fn *fn, void *arg);
 
+/* After a flush stored a file version here: its @n chunk ids (CS_ID_LEN
+ * bytes each, back to back), the manifest's root included. */
+typedef void fs_stored_fn(void *arg, const uint8_t *ids, size_t n);
+void fs_set_stored_cb(struct fs *fs, fs_stored_fn *fn, void *arg);
+
 /*
  * fs_apply_record() - merge a namespace record from a peer (ns_apply) and
  * bring the kernel's caches and open files up to date with what changed.

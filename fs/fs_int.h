@@ -151,6 +151,8 @@ struct fs {
 	/* Other members' changes (fs_remote.c). */
 	fs_fetch_fn *fetch_fn;
 	void *fetch_arg;
+	fs_stored_fn *stored_fn;
+	void *stored_arg;
 	struct fs_inval *inval, **inval_tail;
 	bool inval_running, change_cb_set;
 	struct log_rl rl_eio;
@@ -164,6 +166,8 @@ struct fs_node *fs_node_find(struct fs *fs, uint64_t ino); /* find only */
 P2P_MUST_CHECK int fs_chunk_read(struct fs *fs, const uint8_t id[static CS_ID_LEN], bool urgent,
 				 cs_read_fn *cb, void *arg, struct cs_buf **ret_buf);
 void fs_remote_done(struct fs *fs);
+/* A flush stored this version: tell the stored callback its chunk ids. */
+void fs_announce_stored(struct fs *fs, const struct mf *m, const struct ns_content *c);
 struct fs_inval;
 void fs_node_put(struct fs_node *n);			   /* free if nothing needs it */
 void fs_commit_kick(struct fs *fs);

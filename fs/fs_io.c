@@ -967,6 +967,7 @@ static void flush_done(struct ev_work *w)
 		n->content = j->content;
 		n->content_size = j->size;
 		n->mf_state = FS_MF_READY;
+		fs_announce_stored(fs, &n->mf, &n->content);
 		/* No staging read or write in flight: the flushed bytes can go. */
 		if (!n->busy && n->sfd >= 0)
 			staging_punch(n->sfd, &n->dirty, &still_dirty);

@@ -41,6 +41,27 @@ void fs_set_fetch(struct fs *fs, fs_fetch_fn *fn, void *arg)
 	fs->fetch_arg = arg;
 }
 
+void fs_set_stored_cb(struct fs *fs, fs_stored_fn *fn, void *arg)
+{
+	fs->stored_fn = fn;
+	fs->stored_arg = arg;
+}
+
+void fs_announce_stored(struct fs *fs, const struct mf *m, const struct ns_content *c)
+{
+	uint8_t *ids;
+	size_t n = 0;
+
+	if (!fs->stored_fn || !(ids = malloc((m->n + 1) * CS_ID_LEN)))
+		return;
+	for (size_t i = 0; i < m->n; i++)
+		memcpy(ids + CS_ID_LEN * n++, m->c[i].id, CS_ID_LEN);
+	if (c->kind == NS_CONTENT_MANIFEST)
+		memcpy(ids + CS_ID_LEN * n++, c->id, CS_ID_LEN);
+	fs->stored_fn(fs->stored_arg, ids, n);
+	free(ids);
+}
+
 int fs_chunk_read(struct fs *fs, const uint8_t id[static CS_ID_LEN], bool urgent, cs_read_fn *cb,
 		  void *arg, struct cs_buf **ret_buf)
 {

@@ -43,6 +43,7 @@ enum {
 	M_DATA = 3,
 	M_NOTFOUND = 4,
 	M_PEX = 5,
+	M_HAVE = 6,
 };
 
 #define HELLO_VERSION 1
@@ -59,6 +60,10 @@ enum {
 #define DHT_SLOW_MS 30000     /* ... and once we have some */
 #define ANNOUNCE_FAST_MS 5000 /* announcing ourselves in the first minute */
 #define ANNOUNCE_SLOW_MS 600000
+#define HAVE_MAX 16384		   /* prefixes per HAVE message */
+#define HAVE_SET_MAX (1u << 20)	   /* prefixes remembered per member */
+#define INVENTORY_MAX (4u << 20)   /* a store larger than this is not listed on connect */
+#define HAVE_FLUSH_MS 50
 
 enum obj_kind { K_SWARM = 1, K_PEER = 2 };
 
@@ -101,6 +106,65 @@ struct serve {
 	bool orphan; /* the peer went while the store read */
 };
 
+/* The chunks a member holds, as the first 8 bytes of their ids (open
+ * addressing; 0 marks a free slot, so a prefix of 0 is stored as 1). */
+struct idset {
+	uint64_t *v;
+	size_t cap, n;
+};
+
+static uint64_t prefix_of(const uint8_t *id)
+{
+	uint64_t x = be64_get(id);
+
+	return x ? x : 1;
+}
+
+static bool idset_has(const struct idset *set, uint64_t x)
+{
+	if (!set->cap)
+		return false;
+	for (size_t i = (size_t)(x * 0x9e3779b97f4a7c15ULL) & (set->cap - 1);; i = (i + 1) & (set->cap - 1)) {
+		if (set->v[i] == x)
+			return true;
+		if (!set->v[i])
+			return false;
+	}
+}
+
+static void idset_add(struct idset *set, uint64_t x)
+{
+	if (set->n >= HAVE_SET_MAX)
+		return; /* unknown chunks are asked for anyway */
+	if ((set->n + 1) * 4 > set->cap * 3) {
+		size_t cap = set->cap ? set->cap * 2 : 1024;
+		uint64_t *v = calloc(cap, sizeof(*v));
+
+		if (!v)
+			return;
+		for (size_t j = 0; j < set->cap; j++)
+			if (set->v[j])
+				for (size_t i = (size_t)(set->v[j] * 0x9e3779b97f4a7c15ULL) & (cap - 1);;
+				     i = (i + 1) & (cap - 1))
+					if (!v[i]) {
+						v[i] = set->v[j];
+						break;
+					}
+		free(set->v);
+		set->v = v;
+		set->cap = cap;
+	}
+	for (size_t i = (size_t)(x * 0x9e3779b97f4a7c15ULL) & (set->cap - 1);; i = (i + 1) & (set->cap - 1)) {
+		if (set->v[i] == x)
+			return;
+		if (!set->v[i]) {
+			set->v[i] = x;
+			set->n++;
+			return;
+		}
+	}
+}
+
 struct swarm_peer {
 	int kind;
 	struct swarm *s;
@@ -116,6 +180,7 @@ struct swarm_peer {
 	struct serve *sq, **sq_tail;
 	unsigned nsq;
 	uint64_t chunks_in, chunks_out;
+	struct idset has;
 };
 
 struct swarm {
@@ -136,6 +201,9 @@ struct swarm {
 	uint64_t start, next_lookup, next_announce;
 	bool lookup_running;
 	bool fault_corrupt; /* P2PFS_TEST_CORRUPT_SERVE=1: serve damaged chunks (tests) */
+	uint64_t *announce; /* prefixes to tell every member about */
+	size_t nannounce, capannounce;
+	struct ev_timer announce_timer;
 	struct swarm_stats st;
 };
 
@@ -329,15 +397,24 @@ static struct swarm_peer *pick(struct swarm *s, struct fetch *f, bool *ret_any_u
 {
 	struct swarm_peer *best = NULL;
 
+	uint64_t x = prefix_of(f->id);
+	bool best_has = false;
+
 	*ret_any_untried = false;
 	for (struct swarm_peer *p = s->peers; p; p = p->next) {
+		bool has;
+
 		if (!p->member || p->closing || tried(f, p->id))
 			continue;
 		*ret_any_untried = true;
 		if (p->inflight >= SWARM_WINDOW)
 			continue;
-		if (!best || p->inflight < best->inflight)
+		/* Members that said they hold it first, then the least busy. */
+		has = idset_has(&p->has, x);
+		if (!best || (has && !best_has) || (has == best_has && p->inflight < best->inflight)) {
 			best = p;
+			best_has = has;
+		}
 	}
 	return best;
 }
@@ -438,6 +515,9 @@ static void fetch_complete(struct swarm *s, struct swarm_peer *p, struct fetch *
 		return;
 	}
 	rc = cs_put(s->o.cs, f->id, f->buf, f->total, 0);
+	if (rc >= 0)
+		swarm_announce(s, f->id, 1);
+	idset_add(&p->has, prefix_of(f->id));
 	s->st.fetched++;
 	s->st.fetched_bytes += f->total;
 	p->chunks_in++;
@@ -557,8 +637,25 @@ static int on_get(struct swarm_peer *p, struct rbuf *r)
 		q->buf = b;
 	else if (rc < 0)
 		q->failed = true;
-	if (q->failed)
+	if (q->failed) {
 		p->s->st.notfound++;
+		if (p->sq != q) {
+			/* Say so at once rather than behind the chunks queued before it. */
+			uint8_t body[4];
+			struct serve **pp = &p->sq;
+
+			be32_put(body, reqid);
+			if (send_msg(p, M_NOTFOUND, body, 4) == 0) {
+				while (*pp != q)
+					pp = &(*pp)->next;
+				*pp = NULL;
+				p->sq_tail = pp;
+				p->nsq--;
+				serve_free(q);
+				return 0;
+			}
+		}
+	}
 	serve_pump(p);
 	return 0;
 }
@@ -702,6 +799,133 @@ static int on_pex(struct swarm_peer *p, struct rbuf *r)
 	return 0;
 }
 
+/* ---- who holds what ---- */
+
+static int on_have(struct swarm_peer *p, struct rbuf *r)
+{
+	uint16_t n;
+
+	if (rbuf_u16(r, &n) < 0 || n > HAVE_MAX || rbuf_left(r) != (size_t)n * 8)
+		return -EPROTO;
+	for (unsigned i = 0; i < n; i++) {
+		uint64_t x;
+
+		if (rbuf_u64(r, &x) < 0)
+			return -EPROTO;
+		idset_add(&p->has, x ? x : 1);
+	}
+	dispatch(p->s);
+	return 0;
+}
+
+static void send_have(struct swarm_peer *p, const uint64_t *v, size_t n)
+{
+	uint8_t *body = malloc(2 + HAVE_MAX * 8);
+
+	if (!body)
+		return;
+	while (n) {
+		size_t k = P2P_MIN(n, (size_t)HAVE_MAX);
+
+		body[0] = (uint8_t)(k >> 8);
+		body[1] = (uint8_t)k;
+		for (size_t i = 0; i < k; i++)
+			be64_put(body + 2 + 8 * i, v[i]);
+		if (send_msg(p, M_HAVE, body, 2 + 8 * k) < 0)
+			break; /* lost: the member asks us anyway */
+		v += k;
+		n -= k;
+	}
+	free(body);
+}
+
+struct inventory {
+	uint64_t *v;
+	size_t n, cap;
+};
+
+static void inventory_add(void *arg, const uint8_t id[static CS_ID_LEN], uint32_t len, bool pinned)
+{
+	struct inventory *inv = arg;
+
+	(void)len;
+	(void)pinned;
+	if (inv->n < inv->cap)
+		inv->v[inv->n++] = prefix_of(id);
+}
+
+/* Tell a new member every chunk we hold (unless the store is huge). */
+static void send_inventory(struct swarm *s, struct swarm_peer *p)
+{
+	struct cs_stats cst;
+	struct inventory inv = { 0 };
+
+	cs_store_stats(s->o.cs, &cst);
+	if (!cst.chunks || cst.chunks > INVENTORY_MAX)
+		return;
+	inv.cap = (size_t)cst.chunks + 1024;
+	if (!(inv.v = malloc(inv.cap * sizeof(*inv.v))))
+		return;
+	if (cs_foreach(s->o.cs, inventory_add, &inv) == 0)
+		send_have(p, inv.v, inv.n);
+	free(inv.v);
+}
+
+static void on_announce_timer(struct ev_timer *t)
+{
+	struct swarm *s = container_of(t, struct swarm, announce_timer);
+
+	for (struct swarm_peer *p = s->peers; p; p = p->next)
+		if (p->member && !p->closing)
+			send_have(p, s->announce, s->nannounce);
+	s->nannounce = 0;
+}
+
+void swarm_announce(struct swarm *s, const uint8_t *ids, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		if (s->nannounce == s->capannounce) {
+			size_t cap = s->capannounce ? s->capannounce * 2 : 1024;
+			uint64_t *v = realloc(s->announce, cap * sizeof(*v));
+
+			if (!v)
+				return;
+			s->announce = v;
+			s->capannounce = cap;
+		}
+		s->announce[s->nannounce++] = prefix_of(ids + (size_t)i * CS_ID_LEN);
+	}
+	if (s->nannounce && !ev_timer_armed(&s->announce_timer) &&
+	    ev_timer_start(s->o.loop, &s->announce_timer, HAVE_FLUSH_MS) < 0)
+		s->nannounce = 0;
+}
+
+unsigned swarm_availability(struct swarm *s, const uint8_t id[static CS_ID_LEN])
+{
+	uint64_t x = prefix_of(id);
+	unsigned n = 0;
+
+	for (struct swarm_peer *p = s->peers; p; p = p->next)
+		n += p->member && !p->closing && idset_has(&p->has, x);
+	return n;
+}
+
+unsigned swarm_holders(struct swarm *s, const uint8_t *ids, size_t n)
+{
+	unsigned count = 0;
+
+	for (struct swarm_peer *p = s->peers; p; p = p->next) {
+		size_t i;
+
+		if (!p->member || p->closing)
+			continue;
+		for (i = 0; i < n && idset_has(&p->has, prefix_of(ids + i * CS_ID_LEN)); i++)
+			;
+		count += i == n;
+	}
+	return count;
+}
+
 /* ---- connections ---- */
 
 static void peer_drop_state(struct swarm_peer *p)
@@ -738,6 +962,7 @@ static void peer_unlink_free(struct swarm_peer *p)
 			break;
 		}
 	peer_drop_state(p);
+	free(p->has.v);
 	free(p);
 	dispatch(s);
 }
@@ -823,6 +1048,7 @@ static int on_hello(struct swarm_peer *p, struct rbuf *r)
 	log_info("member %s connected (%s%s)", tp_conn_name(p->c), p->outgoing ? "outgoing" : "incoming",
 		 p->writable ? ", writer" : ", reader");
 	send_pex(s, p);
+	send_inventory(s, p);
 	p->announced = true;
 	if (s->o.peer_up)
 		s->o.peer_up(s->o.arg, p);
@@ -890,6 +1116,8 @@ static void on_frame(void *arg, struct tp_conn *c, uint8_t *data, size_t len)
 		rc = on_notfound(p, &r);
 	} else if (type == M_PEX) {
 		rc = on_pex(p, &r);
+	} else if (type == M_HAVE) {
+		rc = on_have(p, &r);
 	} else if (type >= SWARM_MSG_APP) {
 		if (s->o.msg)
 			s->o.msg(s->o.arg, p, type, data + 1, len - 1);
@@ -1159,6 +1387,7 @@ int swarm_new(const struct swarm_opts *opts, struct swarm **ret_swarm)
 	s->start = ev_now(opts->loop);
 	s->next_announce = s->next_lookup = s->start + 200;
 	ev_timer_init(&s->tick, on_tick);
+	ev_timer_init(&s->announce_timer, on_announce_timer);
 	if ((rc = ev_timer_start(opts->loop, &s->tick, 200)) < 0)
 		goto fail;
 	*ret_swarm = s;
@@ -1174,6 +1403,7 @@ void swarm_free(struct swarm *s)
 	if (!s)
 		return;
 	ev_timer_stop(s->o.loop, &s->tick);
+	ev_timer_stop(s->o.loop, &s->announce_timer);
 	tp_listener_free(s->lis);
 	while (s->fetches)
 		fetch_finish(s, s->fetches, -ECANCELED);
@@ -1184,8 +1414,10 @@ void swarm_free(struct swarm *s)
 		if (p->c)
 			tp_conn_close(p->c);
 		peer_drop_state(p);
+		free(p->has.v);
 		free(p);
 	}
+	free(s->announce);
 	sodium_memzero(s->member_key, sizeof(s->member_key));
 	free(s);
 }

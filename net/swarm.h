@@ -18,6 +18,9 @@
  *   4     NOTFOUND  request id (4)
  *   5     PEX       count (1, <= SWARM_PEX_MAX), then per member: node id
  *                   (32), family (1: 4 or 6), address (16), TCP port (2)
+ *   6     HAVE      count (2, <= 16384), then per chunk the first 8 bytes
+ *                   of its id: chunks the sender holds (all of them after
+ *                   HELLO if it holds at most 4 Mi chunks, then each new one)
  *   >=32  the caller's (swarm_opts.msg): namespace replication
  *
  * HELLO is the first message each way; anything else before both HELLOs is
@@ -27,9 +30,9 @@
  * by another node, and a node without the read key cannot make one, so it
  * is never served a chunk nor a namespace record.
  *
- * Fetching: each wanted chunk is asked of one member at a time, the one
- * with the fewest requests in flight among those not yet asked for it
- * (SWARM_WINDOW per member); chunks a reader waits for go before
+ * Fetching: each wanted chunk is asked of one member at a time: one that
+ * said (HAVE) it holds it if any, else one not yet asked; the one with the
+ * fewest requests in flight (SWARM_WINDOW per member); chunks a reader waits for go before
  * read-ahead. NOTFOUND moves the request to the next member; a member that
  * stops sending for stall_ms loses the request to another; a member whose
  * chunk fails verification is disconnected and refused for the life of the
@@ -103,6 +106,14 @@ P2P_MUST_CHECK int swarm_add_addr(struct swarm *s, const char *hostport);
  */
 P2P_MUST_CHECK int swarm_fetch(struct swarm *s, const uint8_t id[static CS_ID_LEN], bool urgent,
 			       cs_read_fn *cb, void *arg);
+
+/* Tell members we now hold these chunks (@n ids of CS_ID_LEN bytes, back to
+ * back); sent in batches. Fetched chunks are announced by the swarm itself. */
+void swarm_announce(struct swarm *s, const uint8_t *ids, size_t n);
+/* Connected members known to hold @id. */
+unsigned swarm_availability(struct swarm *s, const uint8_t id[static CS_ID_LEN]);
+/* Connected members known to hold every one of @n ids. */
+unsigned swarm_holders(struct swarm *s, const uint8_t *ids, size_t n);
 
 /* A message of the caller's to one member: 0, -ENOBUFS (its queue is full),
  * -EMSGSIZE, -ENOTCONN. */
