@@ -18,6 +18,7 @@
 #include "common/tm.h"
 #include "daemon/share.h"
 #include "daemon/repl.h"
+#include "daemon/pin.h"
 #include "net/swarm.h"
 #include "fs/fs.h"
 #include "fs/ns.h"
@@ -71,6 +72,7 @@ struct daemon {
 	struct dht_req *dht_reqs; /* lookups asked for over the control socket */
 	struct swarm *swarm;	  /* the share's members */
 	struct repl *repl;
+	struct pin_set *pins;
 };
 
 struct dht_req {
@@ -328,6 +330,71 @@ static void swarm_status(struct daemon *d, struct ctl_conn *c, FILE *json)
 			   p2p_fmt_size(a, sizeof(a), pi[i].bytes_in),
 			   p2p_fmt_size(b, sizeof(b), pi[i].bytes_out));
 	}
+}
+
+static void peers_reply(struct daemon *d, struct ctl_conn *c, bool json)
+{
+	struct swarm_peer_info pi[256];
+	size_t n;
+
+	if (!d->swarm) {
+		ctl_end(c, EXIT_USAGE, "a DHT node has no share members");
+		return;
+	}
+	n = P2P_MIN(swarm_peers(d->swarm, pi, ARRAY_SIZE(pi)), ARRAY_SIZE(pi));
+	if (json) {
+		char *buf = NULL;
+		size_t len = 0;
+		FILE *f = open_memstream(&buf, &len);
+
+		if (!f) {
+			ctl_end(c, EXIT_FAIL, "out of memory");
+			return;
+		}
+		fputc('[', f);
+		for (size_t i = 0; i < n; i++) {
+			char id[65];
+
+			p2p_hex(id, pi[i].id, 32);
+			fprintf(f,
+				"%s{\"id\":\"%s\",\"addr\":\"%s\",\"direction\":\"%s\","
+				"\"writer\":%s,\"bytes_in\":%llu,\"bytes_out\":%llu,"
+				"\"chunks_in\":%llu,\"chunks_out\":%llu,\"inflight\":%u,"
+				"\"queued\":%u,\"rtt_ms\":%.1f,\"connected_s\":%llu}",
+				i ? "," : "", id, pi[i].addr, pi[i].outgoing ? "out" : "in",
+				pi[i].writable ? "true" : "false", (unsigned long long)pi[i].bytes_in,
+				(unsigned long long)pi[i].bytes_out, (unsigned long long)pi[i].chunks_in,
+				(unsigned long long)pi[i].chunks_out, pi[i].inflight, pi[i].queued,
+				pi[i].rtt_us / 1000.0, (unsigned long long)(pi[i].connected_ms / 1000));
+		}
+		fputc(']', f);
+		fclose(f);
+		ctl_printf(c, "%s", buf);
+		free(buf);
+		ctl_end(c, 0, NULL);
+		return;
+	}
+	if (!n) {
+		ctl_end(c, 0, "no member connected");
+		return;
+	}
+	ctl_printf(c, "%-16s  %-22s %-3s %-6s %10s %10s %8s %5s %8s", "node", "address", "dir", "role",
+		   "down", "up", "rtt", "reqs", "since");
+	for (size_t i = 0; i < n; i++) {
+		char id[17], a[32], b[32], rtt[16];
+
+		p2p_hex(id, pi[i].id, 8);
+		if (pi[i].rtt_us)
+			snprintf(rtt, sizeof(rtt), "%.1fms", pi[i].rtt_us / 1000.0);
+		else
+			snprintf(rtt, sizeof(rtt), "-");
+		ctl_printf(c, "%-16s  %-22s %-3s %-6s %10s %10s %8s %5u %7llus", id, pi[i].addr,
+			   pi[i].outgoing ? "out" : "in", pi[i].writable ? "writer" : "reader",
+			   p2p_fmt_size(a, sizeof(a), pi[i].bytes_in),
+			   p2p_fmt_size(b, sizeof(b), pi[i].bytes_out), rtt, pi[i].inflight,
+			   (unsigned long long)(pi[i].connected_ms / 1000));
+	}
+	ctl_end(c, 0, NULL);
 }
 
 static void node_status_reply(struct daemon *d, struct ctl_conn *c, bool json)
@@ -797,6 +864,13 @@ static void on_ctl(void *arg, struct ctl_conn *c, int argc, char **argv)
 		ctl_end(c, EXIT_USAGE, "a DHT node has no mount to %s", argv[0]);
 	} else if (!strcmp(argv[0], "scrub")) {
 		start_scrub(d, c);
+	} else if (!strcmp(argv[0], "peers")) {
+		peers_reply(d, c, argc > 1 && !strcmp(argv[1], "json"));
+	} else if (!strcmp(argv[0], "pin") || !strcmp(argv[0], "unpin")) {
+		if (d->cfg->node_only || !d->pins)
+			ctl_end(c, EXIT_USAGE, "a DHT node has no files to %s", argv[0]);
+		else
+			pin_start(d->pins, c, argv[0][0] == 'u', argc - 1, argv + 1);
 	} else if (!strcmp(argv[0], "sync")) {
 		fs_sync(d->fs, sync_done, c);
 	} else if (!strcmp(argv[0], "ping")) {
@@ -923,6 +997,13 @@ static void stored_chunks(void *arg, const uint8_t *ids, size_t n)
 	swarm_announce(d->swarm, ids, n);
 }
 
+static unsigned chunk_holders(void *arg, const uint8_t *ids, size_t n)
+{
+	struct daemon *d = arg;
+
+	return swarm_holders(d->swarm, ids, n);
+}
+
 /* The share's members: connections, chunk exchange, namespace replication. */
 static int open_swarm(struct daemon *d)
 {
@@ -958,8 +1039,15 @@ static int open_swarm(struct daemon *d)
 	for (unsigned i = 0; i < cfg->npeer; i++)
 		if ((rc = swarm_add_addr(d->swarm, cfg->peer[i])) < 0)
 			log_warn("member address %s: %s", cfg->peer[i], strerror(-rc));
+	{
+		struct pin_ctx px = { .loop = d->loop, .ns = d->ns, .cs = d->cs, .swarm = d->swarm };
+
+		if ((rc = pin_set_new(&px, &d->pins)) < 0)
+			return rc;
+	}
 	fs_set_fetch(d->fs, fetch_chunk, d);
 	fs_set_stored_cb(d->fs, stored_chunks, d);
+	fs_set_holders_cb(d->fs, chunk_holders, d);
 	log_notice("accepting members on tcp port %u", swarm_port(d->swarm));
 	return 0;
 }
@@ -1057,9 +1145,11 @@ static int open_all(struct daemon *d)
 	{
 		struct ns_stats nst;
 
-		/* A new share: give its root directory a real record (and a time). */
+		/* A share made just now: give its root directory a real record (and
+		 * a time). Members joining by a link leave the root to its creator:
+		 * two first records of the root would be a conflict. */
 		ns_get_stats(d->ns, &nst);
-		if (nst.records == 0 && !ns_read_only(d->ns)) {
+		if (nst.records == 0 && !ns_read_only(d->ns) && d->share.created) {
 			struct ns_attr ra = { .mtime = (int64_t)tm_real_ns() };
 
 			if ((rc = ns_setattr(d->ns, NS_ROOT_INO, &ra, NS_SET_MTIME)) < 0 ||
@@ -1111,13 +1201,17 @@ static void close_all(struct daemon *d)
 {
 	int rc;
 
+	if (d->pins)
+		pin_set_stop(d->pins);
 	ctl_server_free(d->ctl);
 	dht_node_free(d->dn); /* first: its lookups may name the swarm */
 	if (d->fs) {
 		fs_set_fetch(d->fs, NULL, NULL);
 		fs_set_stored_cb(d->fs, NULL, NULL);
+		fs_set_holders_cb(d->fs, NULL, NULL);
 	}
 	swarm_free(d->swarm);
+	pin_set_free(d->pins);
 	repl_free(d->repl);
 	while (d->dht_reqs) {
 		struct dht_req *q = d->dht_reqs;

@@ -196,6 +196,7 @@ int share_create(const char *state_dir, bool make_default, struct share *s)
 	crypto_sign_ed25519_keypair(s->pk, s->sk);
 	randombytes_buf(s->rk, sizeof(s->rk));
 	s->writable = true;
+	s->created = true;
 	if ((rc = share_store(state_dir, s)) == 0 && make_default)
 		rc = set_default(state_dir, s->pk);
 	if (rc < 0) {

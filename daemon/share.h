@@ -36,7 +36,8 @@ struct share {
 	uint8_t sk[SHARE_SK_LEN];
 	uint8_t rk[SHARE_RK_LEN];
 	bool writable;
-	char *dir; /* STATE/shares/<hex> */
+	bool created; /* made just now (not joined or loaded) */
+	char *dir;    /* STATE/shares/<hex> */
 };
 
 /* A new share (keys made here) in @state_dir; the default one if @make_default. */

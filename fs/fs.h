@@ -75,6 +75,17 @@ void fs_set_fetch(struct fs *fs, fs_fetch_fn *fn, void *arg);
 typedef void fs_stored_fn(void *arg, const uint8_t *ids, size_t n);
 void fs_set_stored_cb(struct fs *fs, fs_stored_fn *fn, void *arg);
 
+/* How many other members are known to hold all of @n chunk ids. */
+typedef unsigned fs_holders_fn(void *arg, const uint8_t *ids, size_t n);
+void fs_set_holders_cb(struct fs *fs, fs_holders_fn *fn, void *arg);
+/*
+ * fs_file_presence() - of file @ino: bytes whose chunks are stored here,
+ * its size, and other members known to hold all of it. Uses the store
+ * only, never the network. -EISDIR for a non-file.
+ */
+P2P_MUST_CHECK int fs_file_presence(struct fs *fs, uint64_t ino, uint64_t *ret_local,
+				    uint64_t *ret_total, unsigned *ret_holders);
+
 /*
  * fs_apply_record() - merge a namespace record from a peer (ns_apply) and
  * bring the kernel's caches and open files up to date with what changed.

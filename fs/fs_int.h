@@ -153,6 +153,8 @@ struct fs {
 	void *fetch_arg;
 	fs_stored_fn *stored_fn;
 	void *stored_arg;
+	fs_holders_fn *holders_fn;
+	void *holders_arg;
 	struct fs_inval *inval, **inval_tail;
 	bool inval_running, change_cb_set;
 	struct log_rl rl_eio;

@@ -11,7 +11,9 @@
  * `cp -a` and `rsync -X` do not try to copy them):
  *   user.p2pfs.state  (root only) the daemon's state directory, which is how
  *                     `p2pfs status MOUNTPOINT` finds the control socket;
- *   user.p2pfs.cid    a file's content id ("chunk:<hex>" or "manifest:<hex>").
+ *   user.p2pfs.cid    a file's content id ("chunk:<hex>" or "manifest:<hex>");
+ *   user.p2pfs.local  "<bytes stored here> <size>" of a file;
+ *   user.p2pfs.peers  how many connected members hold all of a file.
  */
 #define LOG_SUBSYS "fs"
 #include "fs/fs_int.h"
@@ -26,6 +28,8 @@
 
 #define XATTR_STATE "user.p2pfs.state"
 #define XATTR_CID "user.p2pfs.cid"
+#define XATTR_LOCAL "user.p2pfs.local"
+#define XATTR_PEERS "user.p2pfs.peers"
 
 static struct fs *req_fs(fuse_req_t req)
 {
@@ -527,6 +531,23 @@ static void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t
 		memcpy(val, c.kind == NS_CONTENT_CHUNK ? "chunk:" : "manifest:",
 		       c.kind == NS_CONTENT_CHUNK ? 6 : 9);
 		p2p_hex(val + (c.kind == NS_CONTENT_CHUNK ? 6 : 9), c.id, CS_ID_LEN);
+		reply_xattr_value(req, val, strlen(val), size);
+		return;
+	}
+	if (!strcmp(name, XATTR_LOCAL) || !strcmp(name, XATTR_PEERS)) {
+		uint64_t local, total;
+		unsigned holders;
+		char val[64];
+
+		if ((rc = fs_file_presence(fs, ino, &local, &total, &holders)) < 0) {
+			fuse_reply_err(req, rc == -EISDIR ? ENODATA : (int)-rc);
+			return;
+		}
+		if (!strcmp(name, XATTR_LOCAL))
+			snprintf(val, sizeof(val), "%llu %llu", (unsigned long long)local,
+				 (unsigned long long)total);
+		else
+			snprintf(val, sizeof(val), "%u", holders);
 		reply_xattr_value(req, val, strlen(val), size);
 		return;
 	}

@@ -190,3 +190,69 @@ void fs_remote_done(struct fs *fs)
 {
 	inval_drop(fs);
 }
+
+void fs_set_holders_cb(struct fs *fs, fs_holders_fn *fn, void *arg)
+{
+	fs->holders_fn = fn;
+	fs->holders_arg = arg;
+}
+
+static int get_local(void *arg, const uint8_t id[static CS_ID_LEN], uint8_t **ret_buf,
+		     size_t *ret_len)
+{
+	return cs_get(arg, id, ret_buf, ret_len);
+}
+
+int fs_file_presence(struct fs *fs, uint64_t ino, uint64_t *ret_local, uint64_t *ret_total,
+		     unsigned *ret_holders)
+{
+	struct fs_node *n = fs_node_find(fs, ino);
+	struct ns_content c;
+	struct ns_attr a;
+	struct mf m;
+	uint8_t *ids = NULL;
+	int rc;
+
+	*ret_local = *ret_total = 0;
+	*ret_holders = 0;
+	if ((rc = ns_get_content(fs->ns, ino, &c)) < 0 || (rc = ns_getattr(fs->ns, ino, &a)) < 0)
+		return rc;
+	if (a.type != NS_FILE)
+		return -EISDIR;
+	*ret_total = a.size;
+	mf_init(&m);
+	if (c.kind == NS_CONTENT_NONE)
+		return 0;
+	if (n && n->mf_state == FS_MF_READY && !memcmp(&n->content, &c, sizeof(c))) {
+		rc = mf_copy(&m, &n->mf);
+	} else if (c.kind == NS_CONTENT_CHUNK) {
+		rc = mf_append(&m, c.id, (uint32_t)P2P_MIN(a.size, (uint64_t)CS_CHUNK_MAX_LIMIT));
+	} else {
+		/* From the store only: this never waits on the network. */
+		rc = mf_load(c.id, get_local, fs->cs, &m);
+		if (rc < 0) {
+			mf_done(&m);
+			if (fs->holders_fn)
+				*ret_holders = fs->holders_fn(fs->holders_arg, c.id, 1);
+			return 0;
+		}
+	}
+	if (rc < 0)
+		goto out;
+	if ((ids = malloc((m.n + 1) * CS_ID_LEN))) {
+		for (size_t i = 0; i < m.n; i++) {
+			uint32_t len;
+
+			if (cs_has(fs->cs, m.c[i].id, &len) == 0)
+				*ret_local += m.c[i].len;
+			memcpy(ids + i * CS_ID_LEN, m.c[i].id, CS_ID_LEN);
+		}
+		if (fs->holders_fn)
+			*ret_holders = fs->holders_fn(fs->holders_arg, ids, m.n);
+		free(ids);
+	}
+	rc = 0;
+out:
+	mf_done(&m);
+	return rc;
+}

@@ -44,6 +44,8 @@ enum {
 	M_NOTFOUND = 4,
 	M_PEX = 5,
 	M_HAVE = 6,
+	M_PING = 7,
+	M_PONG = 8,
 };
 
 #define HELLO_VERSION 1
@@ -181,6 +183,8 @@ struct swarm_peer {
 	unsigned nsq;
 	uint64_t chunks_in, chunks_out;
 	struct idset has;
+	uint64_t ping_at_us;	/* when the unanswered PING went, 0 if none */
+	uint64_t srtt_us;
 };
 
 struct swarm {
@@ -926,6 +930,35 @@ unsigned swarm_holders(struct swarm *s, const uint8_t *ids, size_t n)
 	return count;
 }
 
+/* ---- round trips ---- */
+
+static void send_ping(struct swarm_peer *p)
+{
+	uint8_t body[8];
+	uint64_t now = (tm_mono_ns() / 1000);
+
+	be64_put(body, now);
+	if (send_msg(p, M_PING, body, 8) == 0)
+		p->ping_at_us = now;
+}
+
+static int on_ping(struct swarm_peer *p, struct rbuf *r, bool pong)
+{
+	const uint8_t *body;
+	uint64_t sent, now = (tm_mono_ns() / 1000);
+
+	if (rbuf_ref(r, 8, &body) < 0 || rbuf_end(r) < 0)
+		return -EPROTO;
+	if (!pong)
+		return (void)send_msg(p, M_PONG, body, 8), 0;
+	sent = be64_get(body);
+	if (!p->ping_at_us || sent != p->ping_at_us || now < sent)
+		return 0; /* not ours, or an old one */
+	p->ping_at_us = 0;
+	p->srtt_us = p->srtt_us ? (7 * p->srtt_us + (now - sent)) / 8 : now - sent;
+	return 0;
+}
+
 /* ---- connections ---- */
 
 static void peer_drop_state(struct swarm_peer *p)
@@ -1048,6 +1081,7 @@ static int on_hello(struct swarm_peer *p, struct rbuf *r)
 	log_info("member %s connected (%s%s)", tp_conn_name(p->c), p->outgoing ? "outgoing" : "incoming",
 		 p->writable ? ", writer" : ", reader");
 	send_pex(s, p);
+	send_ping(p);
 	send_inventory(s, p);
 	p->announced = true;
 	if (s->o.peer_up)
@@ -1118,6 +1152,8 @@ static void on_frame(void *arg, struct tp_conn *c, uint8_t *data, size_t len)
 		rc = on_pex(p, &r);
 	} else if (type == M_HAVE) {
 		rc = on_have(p, &r);
+	} else if (type == M_PING || type == M_PONG) {
+		rc = on_ping(p, &r, type == M_PONG);
 	} else if (type >= SWARM_MSG_APP) {
 		if (s->o.msg)
 			s->o.msg(s->o.arg, p, type, data + 1, len - 1);
@@ -1285,6 +1321,9 @@ static void on_tick(struct ev_timer *t)
 		pn = p->next;
 		if (p->up && !p->member && now - p->since > HELLO_TIMEOUT_MS)
 			peer_abort(p, NULL);
+		else if (p->member && !p->closing && (!p->ping_at_us ||
+			 (tm_mono_ns() / 1000) - p->ping_at_us > 5000000ULL) && (now / TICK_MS) % 10 == 0)
+			send_ping(p);
 	}
 	for (f = s->fetches; f; f = fn) {
 		fn = f->next;
@@ -1533,6 +1572,7 @@ size_t swarm_peers(struct swarm *s, struct swarm_peer_info *out, size_t max)
 			i->inflight = p->inflight;
 			i->queued = p->nsq;
 			i->connected_ms = now - p->since;
+			i->rtt_us = p->srtt_us;
 		}
 		n++;
 	}

@@ -21,6 +21,8 @@
  *   6     HAVE      count (2, <= 16384), then per chunk the first 8 bytes
  *                   of its id: chunks the sender holds (all of them after
  *                   HELLO if it holds at most 4 Mi chunks, then each new one)
+ *   7     PING      8 opaque bytes, echoed by
+ *   8     PONG      the same 8 bytes (round-trip time, every 5 s)
  *   >=32  the caller's (swarm_opts.msg): namespace replication
  *
  * HELLO is the first message each way; anything else before both HELLOs is
@@ -136,6 +138,7 @@ struct swarm_peer_info {
 	uint64_t chunks_in, chunks_out;
 	unsigned inflight, queued;
 	uint64_t connected_ms;
+	uint64_t rtt_us; /* smoothed, from PING/PONG every 5 s; 0 before the first */
 };
 /* Up to @max connected members into @out; returns how many there are. */
 size_t swarm_peers(struct swarm *s, struct swarm_peer_info *out, size_t max);

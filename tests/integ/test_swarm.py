@@ -263,3 +263,33 @@ def test_read_links_cannot_write_and_outsiders_see_nothing():
         assert re.search(r"another share|does not hold this share's key", a.log() + outsider.log())
     finally:
         c3.close()
+
+
+def test_pin_fetches_a_tree_and_it_stays_readable_without_the_writer(cluster3):
+    a, b, c = cluster3.nodes
+    os.makedirs(a.path("ds", "part"))
+    want = {}
+    for i, size in enumerate([40 << 20, 3 << 20, 0, 12345]):
+        rel = os.path.join("ds", "part" if i % 2 else "", f"f{i}")
+        want[rel] = random_file(a.path(rel), size)
+    wait_until(lambda: all(has(c, r, os.path.getsize(a.path(r))) for r in want), 20,
+               "the tree on C", interval=0.1)
+    assert os.getxattr(c.path("ds", "f0"), "user.p2pfs.local") == f"0 {40 << 20}".encode()
+    assert int(os.getxattr(c.path("ds", "f0"), "user.p2pfs.peers")) >= 1
+    cid = os.getxattr(c.path("ds", "f0"), "user.p2pfs.cid").decode()
+    assert cid == os.getxattr(a.path("ds", "f0"), "user.p2pfs.cid").decode()
+    p = p2pfs("pin", c.path("ds"))
+    assert "pinned 4 files" in p.stdout, p.stdout
+    assert os.getxattr(c.path("ds", "f0"), "user.p2pfs.local") == f"{40 << 20} {40 << 20}".encode()
+    assert c.status()["pinned_bytes"] >= (40 << 20) + (3 << 20)
+    peers = p2pfs("peers", c.mnt).stdout
+    assert "writer" in peers and cluster3.lan.addrs[0] in peers + p2pfs("peers", "--json", c.mnt).stdout
+    a.kill9()
+    b.umount()
+    wait_until(lambda: cluster3.members(c) == 0, 20, "C to be alone")
+    for rel, h in want.items():
+        assert sha256_file(c.path(rel)) == h
+    # Unpinning keeps what nobody else holds.
+    out = p2pfs("unpin", c.path("ds")).stdout
+    assert "kept pinned" in out
+    assert c.status()["pinned_bytes"] >= (40 << 20) + (3 << 20)
