@@ -35,23 +35,18 @@
 #include "common/log.h"
 #include "common/rbuf.h"
 #include "common/tm.h"
+#include "net/swarm_msg.h"
 #include "net/tp_conn.h"
 
-enum {
-	M_HELLO = 1,
-	M_GET = 2,
-	M_DATA = 3,
-	M_NOTFOUND = 4,
-	M_PEX = 5,
-	M_HAVE = 6,
-	M_PING = 7,
-	M_PONG = 8,
-};
-
-#define HELLO_VERSION 1
-#define HELLO_LEN (1 + 1 + 32 + 32 + 2 + 1)
-#define DATA_HDR (1 + 4 + 4 + 4)
-#define PEX_ENTRY (32 + 1 + 16 + 2)
+#define M_HELLO SWARM_M_HELLO
+#define M_GET SWARM_M_GET
+#define M_DATA SWARM_M_DATA
+#define M_NOTFOUND SWARM_M_NOTFOUND
+#define M_PEX SWARM_M_PEX
+#define M_HAVE SWARM_M_HAVE
+#define M_PING SWARM_M_PING
+#define M_PONG SWARM_M_PONG
+#define DATA_HDR SWARM_DATA_HDR
 #define MAX_ADDRS 256
 #define MAX_BANNED 64
 #define TRIED_MAX 8
@@ -62,12 +57,17 @@ enum {
 #define DHT_SLOW_MS 30000     /* ... and once we have some */
 #define ANNOUNCE_FAST_MS 5000 /* announcing ourselves in the first minute */
 #define ANNOUNCE_SLOW_MS 600000
-#define HAVE_MAX 16384		   /* prefixes per HAVE message */
+#define HAVE_MAX SWARM_HAVE_LIMIT /* prefixes per HAVE message */
 #define HAVE_SET_MAX (1u << 20)	   /* prefixes remembered per member */
 #define INVENTORY_MAX (4u << 20)   /* a store larger than this is not listed on connect */
 #define HAVE_FLUSH_MS 50
 
 enum obj_kind { K_SWARM = 1, K_PEER = 2 };
+
+_Static_assert(SWARM_PEX_MAX <= SWARM_PEX_LIMIT, "PEX over the codec's limit");
+_Static_assert(SWARM_PIECE <= SWARM_PIECE_LIMIT, "pieces over the codec's limit");
+_Static_assert(SWARM_PIECE + SWARM_DATA_HDR <= TP_FRAME_MAX, "a DATA message must fit a frame");
+_Static_assert(CS_CHUNK_MAX_LIMIT <= SWARM_CHUNK_LIMIT, "chunks over the codec's limit");
 
 struct swarm_addr {
 	struct dht_addr a;
@@ -616,16 +616,14 @@ static void on_serve_read(void *arg, int rc, struct cs_buf *b)
 	serve_pump(q->p);
 }
 
-static int on_get(struct swarm_peer *p, struct rbuf *r)
+static int on_get(struct swarm_peer *p, const struct swarm_msg *m)
 {
 	struct serve *q;
-	const uint8_t *id;
-	uint32_t reqid;
+	const uint8_t *id = m->u.get.id;
+	uint32_t reqid = m->u.get.reqid;
 	struct cs_buf *b = NULL;
 	int rc;
 
-	if (rbuf_u32(r, &reqid) < 0 || rbuf_ref(r, CS_ID_LEN, &id) < 0 || rbuf_end(r) < 0)
-		return -EPROTO;
 	if (p->nsq >= SWARM_SERVE_MAX)
 		return -ENOBUFS;
 	if (!(q = calloc(1, sizeof(*q))))
@@ -674,23 +672,18 @@ static struct fetch *req_find(struct swarm_peer *p, uint32_t reqid)
 	return NULL;
 }
 
-static int on_data(struct swarm_peer *p, struct rbuf *r)
+static int on_data(struct swarm_peer *p, const struct swarm_msg *m)
 {
 	struct swarm *s = p->s;
-	uint32_t reqid, total, off;
+	uint32_t total = m->u.data.total, off = m->u.data.off;
+	const uint8_t *bytes = m->u.data.bytes;
+	size_t n = m->u.data.len;
 	struct fetch *f;
-	const uint8_t *bytes;
-	size_t n;
 
-	if (rbuf_u32(r, &reqid) < 0 || rbuf_u32(r, &total) < 0 || rbuf_u32(r, &off) < 0)
-		return -EPROTO;
-	n = rbuf_left(r);
-	if (rbuf_ref(r, n, &bytes) < 0)
-		return -EPROTO;
-	if (!(f = req_find(p, reqid)))
+	if (!(f = req_find(p, m->u.data.reqid)))
 		return 0; /* given up on it */
-	if (total == 0 || total > CS_CHUNK_MAX_LIMIT || n == 0 || n > SWARM_PIECE ||
-	    (f->total && total != f->total) || off != f->got || n > total - off)
+	/* In order, whole pieces, one length: anything else is a broken peer. */
+	if ((f->total && total != f->total) || off != f->got)
 		return -EPROTO;
 	if (!f->buf) {
 		if (!(f->buf = malloc(total)))
@@ -705,14 +698,11 @@ static int on_data(struct swarm_peer *p, struct rbuf *r)
 	return 0;
 }
 
-static int on_notfound(struct swarm_peer *p, struct rbuf *r)
+static int on_notfound(struct swarm_peer *p, const struct swarm_msg *m)
 {
-	uint32_t reqid;
 	struct fetch *f;
 
-	if (rbuf_u32(r, &reqid) < 0 || rbuf_end(r) < 0)
-		return -EPROTO;
-	if (!(f = req_find(p, reqid)))
+	if (!(f = req_find(p, m->u.notfound.reqid)))
 		return 0;
 	f->nnotfound++;
 	fetch_detach(f);
@@ -757,65 +747,50 @@ static void addr_add(struct swarm *s, const struct dht_addr *a, const uint8_t *i
 
 static void send_pex(struct swarm *s, struct swarm_peer *to)
 {
-	uint8_t body[1 + SWARM_PEX_MAX * PEX_ENTRY];
-	struct wbuf w;
+	uint8_t entries[SWARM_PEX_MAX * SWARM_PEX_ENTRY], out[1 + 1 + sizeof(entries)];
+	struct swarm_msg m = { .type = M_PEX };
 	unsigned n = 0;
+	long len;
 
-	wbuf_init(&w, body, sizeof(body));
-	wbuf_u8(&w, 0);
 	for (struct swarm_peer *p = s->peers; p && n < SWARM_PEX_MAX; p = p->next) {
+		uint8_t *e = entries + (size_t)n * SWARM_PEX_ENTRY;
+
 		if (p == to || !p->member || p->closing || !p->listen.port)
 			continue;
-		wbuf_bytes(&w, p->id, 32);
-		wbuf_u8(&w, p->listen.family);
-		wbuf_bytes(&w, p->listen.ip, 16);
-		wbuf_u16(&w, p->listen.port);
+		memcpy(e, p->id, 32);
+		e[32] = p->listen.family;
+		memcpy(e + 33, p->listen.ip, 16);
+		e[49] = (uint8_t)(p->listen.port >> 8);
+		e[50] = (uint8_t)p->listen.port;
 		n++;
 	}
 	if (!n)
 		return;
-	body[0] = (uint8_t)n;
-	(void)send_msg(to, M_PEX, body, (size_t)wbuf_done(&w));
+	m.u.pex.n = n;
+	m.u.pex.entries = entries;
+	if ((len = swarm_msg_encode(&m, out, sizeof(out))) > 0 && to->c)
+		(void)!tp_conn_send(to->c, out, (size_t)len); /* lost: PEX is a hint */
 }
 
-static int on_pex(struct swarm_peer *p, struct rbuf *r)
+static int on_pex(struct swarm_peer *p, const struct swarm_msg *m)
 {
-	uint8_t n;
+	for (unsigned i = 0; i < m->u.pex.n; i++) {
+		uint8_t id[32];
+		struct dht_addr a;
 
-	if (rbuf_u8(r, &n) < 0 || n > SWARM_PEX_MAX || rbuf_left(r) != (size_t)n * PEX_ENTRY)
-		return -EPROTO;
-	for (unsigned i = 0; i < n; i++) {
-		const uint8_t *id, *ip;
-		uint8_t fam;
-		uint16_t port;
-		struct dht_addr a = { 0 };
-
-		if (rbuf_ref(r, 32, &id) < 0 || rbuf_u8(r, &fam) < 0 || rbuf_ref(r, 16, &ip) < 0 ||
-		    rbuf_u16(r, &port) < 0)
-			return -EPROTO;
-		if ((fam != 4 && fam != 6) || !port)
-			continue;
-		a.family = fam;
-		a.port = port;
-		memcpy(a.ip, ip, fam == 4 ? 4 : 16);
-		addr_add(p->s, &a, id);
+		if (swarm_msg_pex_entry(m, i, id, &a))
+			addr_add(p->s, &a, id);
 	}
 	return 0;
 }
 
 /* ---- who holds what ---- */
 
-static int on_have(struct swarm_peer *p, struct rbuf *r)
+static int on_have(struct swarm_peer *p, const struct swarm_msg *m)
 {
-	uint16_t n;
+	for (unsigned i = 0; i < m->u.have.n; i++) {
+		uint64_t x = swarm_msg_have_prefix(m, i);
 
-	if (rbuf_u16(r, &n) < 0 || n > HAVE_MAX || rbuf_left(r) != (size_t)n * 8)
-		return -EPROTO;
-	for (unsigned i = 0; i < n; i++) {
-		uint64_t x;
-
-		if (rbuf_u64(r, &x) < 0)
-			return -EPROTO;
 		idset_add(&p->has, x ? x : 1);
 	}
 	dispatch(p->s);
@@ -942,16 +917,13 @@ static void send_ping(struct swarm_peer *p)
 		p->ping_at_us = now;
 }
 
-static int on_ping(struct swarm_peer *p, struct rbuf *r, bool pong)
+static int on_ping(struct swarm_peer *p, const struct swarm_msg *m)
 {
-	const uint8_t *body;
-	uint64_t sent, now = (tm_mono_ns() / 1000);
+	uint64_t sent, now = tm_mono_ns() / 1000;
 
-	if (rbuf_ref(r, 8, &body) < 0 || rbuf_end(r) < 0)
-		return -EPROTO;
-	if (!pong)
-		return (void)send_msg(p, M_PONG, body, 8), 0;
-	sent = be64_get(body);
+	if (m->type == M_PING)
+		return (void)send_msg(p, M_PONG, m->u.ping.nonce, 8), 0;
+	sent = be64_get(m->u.ping.nonce);
 	if (!p->ping_at_us || sent != p->ping_at_us || now < sent)
 		return 0; /* not ours, or an old one */
 	p->ping_at_us = 0;
@@ -1013,39 +985,36 @@ static void peer_abort(struct swarm_peer *p, const char *why)
 
 static void send_hello(struct swarm *s, struct swarm_peer *p)
 {
-	uint8_t body[HELLO_LEN - 1], pr[32];
-	struct wbuf w;
+	uint8_t pr[32], out[SWARM_HELLO_LEN];
+	struct swarm_msg m = { .type = M_HELLO };
+	long len;
 
 	proof(s, p->c, s->self, pr);
-	wbuf_init(&w, body, sizeof(body));
-	wbuf_u8(&w, HELLO_VERSION);
-	wbuf_bytes(&w, s->tag, 32);
-	wbuf_bytes(&w, pr, 32);
-	wbuf_u16(&w, s->port);
-	wbuf_u8(&w, s->o.writable ? 1 : 0);
-	if (send_msg(p, M_HELLO, body, (size_t)wbuf_done(&w)) == 0)
+	m.u.hello.version = SWARM_HELLO_VERSION;
+	m.u.hello.tag = s->tag;
+	m.u.hello.proof = pr;
+	m.u.hello.port = s->port;
+	m.u.hello.flags = s->o.writable ? 1 : 0;
+	if ((len = swarm_msg_encode(&m, out, sizeof(out))) > 0 &&
+	    tp_conn_send(p->c, out, (size_t)len) == 0)
 		p->hello_sent = true;
 }
 
-static int on_hello(struct swarm_peer *p, struct rbuf *r)
+static int on_hello(struct swarm_peer *p, const struct swarm_msg *m)
 {
 	struct swarm *s = p->s;
-	const uint8_t *tag, *pr;
-	uint8_t ver, flags, want[32];
-	uint16_t port;
+	uint8_t want[32], flags = m->u.hello.flags;
+	uint16_t port = m->u.hello.port;
 	struct swarm_peer *old;
 	socklen_t sl;
 	const struct sockaddr *sa;
 
-	if (rbuf_u8(r, &ver) < 0 || rbuf_ref(r, 32, &tag) < 0 || rbuf_ref(r, 32, &pr) < 0 ||
-	    rbuf_u16(r, &port) < 0 || rbuf_u8(r, &flags) < 0)
-		return -EPROTO;
-	if (ver != HELLO_VERSION)
+	if (m->u.hello.version != SWARM_HELLO_VERSION)
 		return -EPROTONOSUPPORT;
-	if (sodium_memcmp(tag, s->tag, 32))
+	if (sodium_memcmp(m->u.hello.tag, s->tag, 32))
 		return -EACCES; /* another share */
 	proof(s, p->c, p->id, want);
-	if (sodium_memcmp(pr, want, 32))
+	if (sodium_memcmp(m->u.hello.proof, want, 32))
 		return -EKEYREJECTED;
 	p->member = true;
 	p->writable = flags & 1;
@@ -1126,37 +1095,36 @@ static void on_frame(void *arg, struct tp_conn *c, uint8_t *data, size_t len)
 {
 	struct swarm_peer *p = arg;
 	struct swarm *s = p->s;
-	struct rbuf r;
-	uint8_t type;
-	int rc = 0;
+	struct swarm_msg m;
+	int rc;
 
 	(void)c;
 	if (*(int *)arg != K_PEER || p->closing)
 		return;
-	rbuf_init(&r, data, len);
-	if (rbuf_u8(&r, &type) < 0)
-		return;
-	if (!p->member && type != M_HELLO) {
+	rc = swarm_msg_decode(data, len, &m);
+	if (rc < 0) {
+		/* reported below */
+	} else if (!p->member && m.type != M_HELLO) {
 		rc = -EPROTO;
-	} else if (type == M_HELLO) {
-		rc = p->member ? -EPROTO : on_hello(p, &r);
+	} else if (m.type == M_HELLO) {
+		rc = p->member ? -EPROTO : on_hello(p, &m);
 		if (rc == 1)
 			return; /* p is gone: a duplicate */
-	} else if (type == M_GET) {
-		rc = on_get(p, &r);
-	} else if (type == M_DATA) {
-		rc = on_data(p, &r);
-	} else if (type == M_NOTFOUND) {
-		rc = on_notfound(p, &r);
-	} else if (type == M_PEX) {
-		rc = on_pex(p, &r);
-	} else if (type == M_HAVE) {
-		rc = on_have(p, &r);
-	} else if (type == M_PING || type == M_PONG) {
-		rc = on_ping(p, &r, type == M_PONG);
-	} else if (type >= SWARM_MSG_APP) {
+	} else if (m.type == M_GET) {
+		rc = on_get(p, &m);
+	} else if (m.type == M_DATA) {
+		rc = on_data(p, &m);
+	} else if (m.type == M_NOTFOUND) {
+		rc = on_notfound(p, &m);
+	} else if (m.type == M_PEX) {
+		rc = on_pex(p, &m);
+	} else if (m.type == M_HAVE) {
+		rc = on_have(p, &m);
+	} else if (m.type == M_PING || m.type == M_PONG) {
+		rc = on_ping(p, &m);
+	} else if (m.type >= SWARM_MSG_APP) {
 		if (s->o.msg)
-			s->o.msg(s->o.arg, p, type, data + 1, len - 1);
+			s->o.msg(s->o.arg, p, m.type, m.u.app.body, m.u.app.len);
 	} /* other types: from a newer version, ignored */
 	if (rc < 0) {
 		const char *why = rc == -EKEYREJECTED ? "does not hold this share's key"
