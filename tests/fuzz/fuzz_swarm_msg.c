@@ -29,7 +29,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	if (swarm_msg_decode(data, size, &m) < 0)
 		return 0;
 	CHECK(size >= 1 && m.type == data[0]);
-	if (m.type > SWARM_M_PONG && m.type < SWARM_APP_FIRST)
+	if (m.type == 0 || (m.type > SWARM_M_PONG && m.type < SWARM_APP_FIRST))
 		return 0; /* unknown to this version: ignored, never acted on */
 	switch (m.type) {
 	case SWARM_M_DATA:
