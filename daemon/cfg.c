@@ -110,6 +110,36 @@ static int parse_uint(const char *v, unsigned max, unsigned *ret)
 	return 0;
 }
 
+/* "20M" (bytes per second, as sizes), or "100mbit" / "1gbit" / "500kbit". */
+static int parse_rate(const char *v, uint64_t *ret)
+{
+	size_t l = strlen(v);
+
+	if (l > 3 && !strcasecmp(v + l - 3, "bit")) {
+		char num[32], *end;
+		double x, mul = 1;
+		size_t nl = l - 3;
+
+		if (nl >= sizeof(num))
+			return -EINVAL;
+		memcpy(num, v, nl);
+		num[nl] = '\0';
+		if (nl && strchr("kKmMgG", num[nl - 1])) {
+			char u = (char)tolower((unsigned char)num[nl - 1]);
+
+			mul = u == 'k' ? 1e3 : u == 'm' ? 1e6 : 1e9;
+			num[--nl] = '\0';
+		}
+		errno = 0;
+		x = strtod(num, &end);
+		if (errno || end == num || *end || x <= 0)
+			return -EINVAL;
+		*ret = (uint64_t)(x * mul / 8);
+		return *ret ? 0 : -EINVAL;
+	}
+	return p2p_parse_size(v, ret);
+}
+
 static int add_addr(char **list, unsigned *n, const char *v, const char *where, const char *key)
 {
 	if (*n >= CFG_MAX_ADDRS) {
@@ -159,6 +189,13 @@ int cfg_set(struct cfg *c, const char *key, const char *v, const char *where)
 			cli_err("%s: fetch-timeout '%s' must be 1..86400 seconds", where, v);
 			rc = -EINVAL;
 		}
+	} else if (!strcmp(key, "max-upload") || !strcmp(key, "max_upload") ||
+		   !strcmp(key, "max-download") || !strcmp(key, "max_download")) {
+		uint64_t *r = strstr(key, "upload") ? &c->max_upload : &c->max_download;
+
+		if ((rc = parse_rate(v, r)) < 0)
+			cli_err("%s: %s '%s' is not a rate like 20M (bytes/s) or 100mbit", where, key,
+				v);
 	} else if (!strcmp(key, "max-peers") || !strcmp(key, "max_peers")) {
 		if ((rc = parse_uint(v, 1024, &c->max_peers)) < 0 || c->max_peers == 0) {
 			cli_err("%s: max-peers '%s' must be 1..1024", where, v);

@@ -45,6 +45,9 @@ static void help(FILE *f)
 	    "                        are also found through the DHT and on the LAN)\n"
 	    "  --fetch-timeout SECS  how long a read waits for a chunk from peers before it\n"
 	    "                        fails with EIO (default 30)\n"
+	    "  --max-upload RATE     limit chunk data sent to peers, e.g. 20M (bytes/s)\n"
+	    "                        or 100mbit; peers that upload to us are served first\n"
+	    "  --max-download RATE   limit chunk data fetched from peers\n"
 	    "  --share LINK          mount the share of a link from 'p2pfs init' or 'p2pfs link'\n"
 	    "                        (p2pfs://w/... writes, p2pfs://r/... is read-only)\n"
 	    "  --no-writeback-cache  send every write to the daemon at once\n"
@@ -307,6 +310,8 @@ int cmd_mount(int argc, char **argv)
 		{ "share", required_argument, NULL, 'S' },
 		{ "peer", required_argument, NULL, 'P' },
 		{ "fetch-timeout", required_argument, NULL, 'T' },
+		{ "max-upload", required_argument, NULL, 'U' },
+		{ "max-download", required_argument, NULL, 'N' },
 		{ "no-writeback-cache", no_argument, NULL, 'W' },
 		{ "debug-fuse", no_argument, NULL, 'D' },
 		{ "help", no_argument, NULL, 'h' },
@@ -350,6 +355,12 @@ int cmd_mount(int argc, char **argv)
 			break;
 		case 'T':
 			key = "fetch-timeout";
+			break;
+		case 'U':
+			key = "max-upload";
+			break;
+		case 'N':
+			key = "max-download";
 			break;
 		case 'W':
 			key = "writeback-cache";

@@ -53,6 +53,8 @@ struct cfg {
 	unsigned npeer;
 	unsigned fetch_timeout_s; /* a read waits this long for a chunk from the network */
 	unsigned max_peers;	  /* members kept connected */
+	uint64_t max_upload;	  /* bytes/s of chunks sent to members; 0: no limit */
+	uint64_t max_download;	  /* bytes/s of chunks fetched; 0: no limit */
 };
 
 /* cfg.c */

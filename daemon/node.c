@@ -1025,6 +1025,8 @@ static int open_swarm(struct daemon *d)
 	o.listen = cfg->nlisten ? cfg->listen[0] : NULL;
 	o.fetch_timeout_ms = cfg->fetch_timeout_s * 1000;
 	o.max_peers = cfg->max_peers;
+	o.max_upload = cfg->max_upload;
+	o.max_download = cfg->max_download;
 	o.msg = repl_msg;
 	o.peer_up = repl_peer_up;
 	o.peer_down = repl_peer_down;

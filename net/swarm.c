@@ -61,6 +61,9 @@
 #define HAVE_SET_MAX (1u << 20)	   /* prefixes remembered per member */
 #define INVENTORY_MAX (4u << 20)   /* a store larger than this is not listed on connect */
 #define HAVE_FLUSH_MS 50
+#define CHOKE_MS 2000		   /* contribution rates and the optimistic peer */
+#define UNCHOKE_EVERY 8		   /* the optimistic peer gets one piece in this many */
+#define CONTRIB_MIN (64.0 * 1024)  /* bytes/s a peer sends us to count as contributing */
 
 enum obj_kind { K_SWARM = 1, K_PEER = 2 };
 
@@ -185,6 +188,10 @@ struct swarm_peer {
 	struct idset has;
 	uint64_t ping_at_us;	/* when the unanswered PING went, 0 if none */
 	uint64_t srtt_us;
+	bool blocked;		/* its send queue is full: wait for writable() */
+	uint64_t served_seq;	/* pieces_out when it last got one (turns) */
+	uint64_t rx_window;	/* chunk bytes it sent us since the last rechoke */
+	double rx_rate;		/* ... bytes per second, smoothed */
 };
 
 struct swarm {
@@ -208,10 +215,20 @@ struct swarm {
 	uint64_t *announce; /* prefixes to tell every member about */
 	size_t nannounce, capannounce;
 	struct ev_timer announce_timer;
+	/* Rate limits (token buckets, bytes) and tit-for-tat. */
+	double up_tokens, down_tokens;
+	uint64_t tokens_at; /* us */
+	struct ev_timer up_timer, down_timer;
+	bool pumping, pump_again;
+	uint64_t pieces_out;
+	struct swarm_peer *optimistic;
+	uint64_t rechoke_at;
 	struct swarm_stats st;
 };
 
 static const struct tp_conn_cbs peer_cbs;
+static void refill(struct swarm *s);
+static void dispatch(struct swarm *s);
 
 /* ---- keys ---- */
 
@@ -426,6 +443,17 @@ static struct swarm_peer *pick(struct swarm *s, struct fetch *f, bool *ret_any_u
 /* Give waiting fetches to members with room: those a reader waits for first. */
 static void dispatch(struct swarm *s)
 {
+	if (s->o.max_download) {
+		refill(s);
+		if (s->down_tokens < 0) {
+			uint64_t ms = (uint64_t)(-s->down_tokens * 1000.0 / (double)s->o.max_download) + 1;
+
+			if (!ev_timer_armed(&s->down_timer) &&
+			    ev_timer_start(s->o.loop, &s->down_timer, ms) < 0)
+				log_warn("cannot arm the download timer");
+			return;
+		}
+	}
 	for (int pass = 0; pass < 2; pass++)
 		for (struct fetch *f = s->fetches; f; f = f->next) {
 			struct swarm_peer *p;
@@ -540,65 +568,183 @@ static void serve_free(struct serve *q)
 	free(q);
 }
 
-/* Send what the head of @p's queue allows. */
-static void serve_pump(struct swarm_peer *p)
+/* ---- upload: rate limit and tit-for-tat ---- */
+
+/* Refill the token buckets for the time passed. */
+static void refill(struct swarm *s)
 {
-	struct swarm *s = p->s;
+	uint64_t now = tm_mono_ns() / 1000;
+	double dt = s->tokens_at ? (double)(now - s->tokens_at) / 1e6 : 0;
 
-	while (p->sq && !p->closing) {
-		struct serve *q = p->sq;
-		uint8_t hdr[DATA_HDR];
-		int rc;
+	s->tokens_at = now;
+	if (s->o.max_upload) {
+		double burst = P2P_MAX((double)s->o.max_upload / 10, (double)(2 * SWARM_PIECE));
 
-		if (!q->failed && !q->buf)
-			return; /* the store is still reading it */
-		if (q->failed) {
-			be32_put(hdr, q->reqid);
-			rc = send_msg(p, M_NOTFOUND, hdr, 4);
-		} else {
-			size_t len = cs_buf_len(q->buf);
-			size_t n = P2P_MIN((size_t)SWARM_PIECE, len - q->off);
-			struct iovec iov[2];
-
-			hdr[0] = M_DATA;
-			be32_put(hdr + 1, q->reqid);
-			be32_put(hdr + 5, (uint32_t)len);
-			be32_put(hdr + 9, q->off);
-			iov[0] = (struct iovec){ hdr, DATA_HDR };
-			iov[1] = (struct iovec){ (void *)(cs_buf_data(q->buf) + q->off), n };
-			if (s->fault_corrupt && q->off == 0) {
-				/* Fault injection for tests: a member that serves damaged bytes. */
-				uint8_t *bad = malloc(n);
-
-				if (bad) {
-					memcpy(bad, iov[1].iov_base, n);
-					bad[n / 2] ^= 0x40;
-					iov[1].iov_base = bad;
-					rc = tp_conn_sendv(p->c, iov, 2);
-					free(bad);
-				} else {
-					rc = -ENOBUFS;
-				}
-			} else {
-				rc = tp_conn_sendv(p->c, iov, 2);
-			}
-			if (rc == 0) {
-				q->off += (uint32_t)n;
-				s->st.served_bytes += n;
-				if (q->off < len)
-					continue;
-				s->st.served++;
-				p->chunks_out++;
-			}
-		}
-		if (rc < 0)
-			return; /* -ENOBUFS: writable() brings us back */
-		p->sq = q->next;
-		if (!p->sq)
-			p->sq_tail = &p->sq;
-		p->nsq--;
-		serve_free(q);
+		s->up_tokens = P2P_MIN(burst, s->up_tokens + dt * (double)s->o.max_upload);
 	}
+	if (s->o.max_download) {
+		double burst = P2P_MAX((double)s->o.max_download / 10, (double)(2 * SWARM_PIECE));
+
+		s->down_tokens = P2P_MIN(burst, s->down_tokens + dt * (double)s->o.max_download);
+	}
+}
+
+static bool head_ready(const struct swarm_peer *p)
+{
+	return p->sq && (p->sq->failed || p->sq->buf);
+}
+
+/*
+ * Who gets the next piece: NOTFOUND answers first (they are tiny); then,
+ * one piece in UNCHOKE_EVERY, the optimistic peer; then contributors (peers
+ * that upload to us), the fastest first; then the rest in turn.
+ */
+static struct swarm_peer *next_to_serve(struct swarm *s)
+{
+	struct swarm_peer *best = NULL;
+	bool best_contrib = false;
+
+	for (struct swarm_peer *p = s->peers; p; p = p->next) {
+		bool contrib;
+
+		if (!p->member || p->closing || p->blocked || !head_ready(p))
+			continue;
+		if (p->sq->failed)
+			return p;
+		if (p == s->optimistic && s->pieces_out % UNCHOKE_EVERY == 0)
+			return p;
+		contrib = p->rx_rate >= CONTRIB_MIN;
+		if (!best || (contrib && !best_contrib) ||
+		    (contrib && best_contrib && p->rx_rate > best->rx_rate) ||
+		    (!contrib && !best_contrib && p->served_seq < best->served_seq)) {
+			best = p;
+			best_contrib = contrib;
+		}
+	}
+	return best;
+}
+
+/* One step of @p's queue: a NOTFOUND or one DATA piece. 1 sent, -ENOBUFS full. */
+static int serve_one(struct swarm *s, struct swarm_peer *p)
+{
+	struct serve *q = p->sq;
+	uint8_t hdr[DATA_HDR];
+	int rc;
+
+	if (q->failed) {
+		be32_put(hdr, q->reqid);
+		rc = send_msg(p, M_NOTFOUND, hdr, 4);
+	} else {
+		size_t len = cs_buf_len(q->buf);
+		size_t n = P2P_MIN((size_t)SWARM_PIECE, len - q->off);
+		struct swarm_msg m = { .type = M_DATA };
+		struct iovec iov[2];
+		uint8_t *bad = NULL;
+
+		m.u.data.reqid = q->reqid;
+		m.u.data.total = (uint32_t)len;
+		m.u.data.off = q->off;
+		if (swarm_msg_encode(&m, hdr, sizeof(hdr)) != DATA_HDR)
+			return -EINVAL;
+		iov[0] = (struct iovec){ hdr, DATA_HDR };
+		iov[1] = (struct iovec){ (void *)(cs_buf_data(q->buf) + q->off), n };
+		if (s->fault_corrupt && q->off == 0 && (bad = malloc(n))) {
+			/* Fault injection for tests: a member that serves damaged bytes. */
+			memcpy(bad, iov[1].iov_base, n);
+			bad[n / 2] ^= 0x40;
+			iov[1].iov_base = bad;
+		}
+		rc = tp_conn_sendv(p->c, iov, 2);
+		free(bad);
+		if (rc < 0)
+			return rc;
+		q->off += (uint32_t)n;
+		s->st.served_bytes += n;
+		s->up_tokens -= (double)(n + DATA_HDR);
+		s->pieces_out++;
+		p->served_seq = s->pieces_out;
+		if (q->off < len)
+			return 1;
+		s->st.served++;
+		p->chunks_out++;
+	}
+	if (rc < 0)
+		return rc;
+	p->sq = q->next;
+	if (!p->sq)
+		p->sq_tail = &p->sq;
+	p->nsq--;
+	serve_free(q);
+	return 1;
+}
+
+/* Send queued pieces to whoever should have them, within the upload limit. */
+static void upload_pump(struct swarm *s)
+{
+	if (s->pumping) {
+		s->pump_again = true;
+		return;
+	}
+	s->pumping = true;
+	do {
+		s->pump_again = false;
+		refill(s);
+		for (;;) {
+			struct swarm_peer *p;
+			int rc;
+
+			if (s->o.max_upload && s->up_tokens < 0) {
+				uint64_t ms = (uint64_t)(-s->up_tokens * 1000.0 / (double)s->o.max_upload) + 1;
+
+				if (!ev_timer_armed(&s->up_timer) &&
+				    ev_timer_start(s->o.loop, &s->up_timer, ms) < 0)
+					log_warn("cannot arm the upload timer");
+				break;
+			}
+			if (!(p = next_to_serve(s)))
+				break;
+			rc = serve_one(s, p);
+			if (rc == -ENOBUFS)
+				p->blocked = true; /* writable() unblocks it */
+			else if (rc < 0)
+				p->closing = true;
+		}
+	} while (s->pump_again);
+	s->pumping = false;
+}
+
+static void on_up_timer(struct ev_timer *t)
+{
+	upload_pump(container_of(t, struct swarm, up_timer));
+}
+
+static void on_down_timer(struct ev_timer *t)
+{
+	dispatch(container_of(t, struct swarm, down_timer));
+}
+
+/* Every CHOKE_MS: contribution rates and the optimistic peer. */
+static void rechoke(struct swarm *s, uint64_t elapsed_ms)
+{
+	unsigned n = 0, pick;
+
+	for (struct swarm_peer *p = s->peers; p; p = p->next) {
+		double inst = elapsed_ms ? (double)p->rx_window * 1000.0 / (double)elapsed_ms : 0;
+
+		p->rx_rate = 0.5 * p->rx_rate + 0.5 * inst;
+		p->rx_window = 0;
+		if (p->member && !p->closing && p->rx_rate < CONTRIB_MIN)
+			n++;
+	}
+	s->optimistic = NULL;
+	if (!n)
+		return;
+	pick = randombytes_uniform(n);
+	for (struct swarm_peer *p = s->peers; p; p = p->next)
+		if (p->member && !p->closing && p->rx_rate < CONTRIB_MIN && pick-- == 0) {
+			s->optimistic = p;
+			break;
+		}
 }
 
 static void on_serve_read(void *arg, int rc, struct cs_buf *b)
@@ -613,7 +759,7 @@ static void on_serve_read(void *arg, int rc, struct cs_buf *b)
 		q->failed = true;
 	else
 		q->buf = cs_buf_ref(b);
-	serve_pump(q->p);
+	upload_pump(q->p->s);
 }
 
 static int on_get(struct swarm_peer *p, const struct swarm_msg *m)
@@ -658,7 +804,7 @@ static int on_get(struct swarm_peer *p, const struct swarm_msg *m)
 			}
 		}
 	}
-	serve_pump(p);
+	upload_pump(p->s);
 	return 0;
 }
 
@@ -692,6 +838,8 @@ static int on_data(struct swarm_peer *p, const struct swarm_msg *m)
 	}
 	memcpy(f->buf + off, bytes, n);
 	f->got += (uint32_t)n;
+	p->rx_window += n;
+	s->down_tokens -= (double)n;
 	f->progress_at = ev_now(s->o.loop);
 	if (f->got == f->total)
 		fetch_complete(s, p, f);
@@ -960,6 +1108,8 @@ static void peer_unlink_free(struct swarm_peer *p)
 
 	if (p->announced && s->o.peer_down)
 		s->o.peer_down(s->o.arg, p);
+	if (s->optimistic == p)
+		s->optimistic = NULL;
 
 	for (struct swarm_peer **pp = &s->peers; *pp; pp = &(*pp)->next)
 		if (*pp == p) {
@@ -1148,8 +1298,10 @@ static void on_writable(void *arg, struct tp_conn *c)
 	struct swarm_peer *p = arg;
 
 	(void)c;
-	if (*(int *)arg == K_PEER)
-		serve_pump(p);
+	if (*(int *)arg == K_PEER) {
+		p->blocked = false;
+		upload_pump(p->s);
+	}
 }
 
 static void on_down(void *arg, struct tp_conn *c, int reason)
@@ -1289,6 +1441,8 @@ static void on_tick(struct ev_timer *t)
 		pn = p->next;
 		if (p->up && !p->member && now - p->since > HELLO_TIMEOUT_MS)
 			peer_abort(p, NULL);
+		else if (p->closing && p->c)
+			peer_abort(p, "sending failed");
 		else if (p->member && !p->closing && (!p->ping_at_us ||
 			 (tm_mono_ns() / 1000) - p->ping_at_us > 5000000ULL) && (now / TICK_MS) % 10 == 0)
 			send_ping(p);
@@ -1329,7 +1483,12 @@ static void on_tick(struct ev_timer *t)
 			}
 		}
 	}
+	if (now - s->rechoke_at >= CHOKE_MS) {
+		rechoke(s, now - s->rechoke_at);
+		s->rechoke_at = now;
+	}
 	dispatch(s);
+	upload_pump(s);
 	dht_work(s);
 	maintain_connections(s);
 	if (ev_timer_start(s->o.loop, &s->tick, TICK_MS) < 0)
@@ -1395,6 +1554,9 @@ int swarm_new(const struct swarm_opts *opts, struct swarm **ret_swarm)
 	s->next_announce = s->next_lookup = s->start + 200;
 	ev_timer_init(&s->tick, on_tick);
 	ev_timer_init(&s->announce_timer, on_announce_timer);
+	ev_timer_init(&s->up_timer, on_up_timer);
+	ev_timer_init(&s->down_timer, on_down_timer);
+	s->rechoke_at = ev_now(opts->loop);
 	if ((rc = ev_timer_start(opts->loop, &s->tick, 200)) < 0)
 		goto fail;
 	*ret_swarm = s;
@@ -1411,6 +1573,8 @@ void swarm_free(struct swarm *s)
 		return;
 	ev_timer_stop(s->o.loop, &s->tick);
 	ev_timer_stop(s->o.loop, &s->announce_timer);
+	ev_timer_stop(s->o.loop, &s->up_timer);
+	ev_timer_stop(s->o.loop, &s->down_timer);
 	tp_listener_free(s->lis);
 	while (s->fetches)
 		fetch_finish(s, s->fetches, -ECANCELED);

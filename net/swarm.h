@@ -41,6 +41,14 @@
  * process. With no member connected a fetch fails at once; otherwise it
  * fails after fetch_timeout_ms with one log line naming the chunk and why.
  *
+ * Upload: pieces go out one at a time to whoever should have them next:
+ * peers that upload to us ("contributors": at least 64 KiB/s, smoothed over
+ * the last seconds), the fastest first; one piece in 8 to an "optimistic"
+ * peer chosen at random among the rest, so a newcomer can start to
+ * contribute (both re-decided every 2 s); the others in turn. So when upload bandwidth is short, free
+ * riders cannot starve contributors. --max-upload and --max-download are
+ * token buckets on chunk bytes (download: no new request while over).
+ *
  * Everything runs on the loop's thread.
  */
 #ifndef P2P_NET_SWARM_H
@@ -84,6 +92,8 @@ struct swarm_opts {
 	uint32_t fetch_timeout_ms; /* 0: 30000 */
 	uint32_t stall_ms;	   /* 0: 5000 */
 	unsigned max_peers;	   /* 0: 32 */
+	uint64_t max_upload;	   /* bytes per second of chunk data sent; 0: no limit */
+	uint64_t max_download;	   /* bytes per second of chunk data asked for; 0: no limit */
 	swarm_msg_fn *msg;
 	swarm_peer_fn *peer_up;
 	swarm_peer_fn *peer_down; /* a member that peer_up announced is gone */

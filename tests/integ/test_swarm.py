@@ -293,3 +293,42 @@ def test_pin_fetches_a_tree_and_it_stays_readable_without_the_writer(cluster3):
     out = p2pfs("unpin", c.path("ds")).stdout
     assert "kept pinned" in out
     assert c.status()["pinned_bytes"] >= (40 << 20) + (3 << 20)
+
+
+def test_when_upload_is_short_peers_that_upload_to_us_are_served_first():
+    c3 = Cluster(3)
+    try:
+        a, b, c = c3.nodes
+        a.extra += ["--max-upload", "6M"]
+        b.extra += ["--max-upload", "4M"]
+        for nd in c3.nodes:
+            nd.mount()
+        c3.wait_members(c3.nodes, 2)
+        random_file(a.path("y1"), 64 << 20)
+        random_file(a.path("y2"), 64 << 20)
+        random_file(b.path("x"), 64 << 20)
+        for nd in c3.nodes:
+            wait_until(lambda: all(has(nd, f, 64 << 20) for f in ("x", "y1", "y2")), 20,
+                       "the three files everywhere", interval=0.1)
+        procs = []
+        import subprocess
+        from p2pfs_harness import P2PFS
+        procs.append(subprocess.Popen([P2PFS, "pin", a.path("x")], stdout=subprocess.DEVNULL))
+        time.sleep(2.5)  # B is uploading to A: a contributor by the next rechoke
+        procs.append(subprocess.Popen([P2PFS, "pin", b.path("y1")], stdout=subprocess.DEVNULL))
+        procs.append(subprocess.Popen([P2PFS, "pin", c.path("y2")], stdout=subprocess.DEVNULL))
+
+        def sent_to(nd):
+            nid = nd.status()["node_id"]
+            return next(p["bytes_out"] for p in a.status()["swarm"]["peers"] if p["id"] == nid)
+        b0, c0 = sent_to(b), sent_to(c)
+        time.sleep(6)
+        to_b, to_c = sent_to(b) - b0, sent_to(c) - c0
+        for p in procs:
+            p.kill()
+            p.wait()
+        print(f"A sent {to_b >> 20} MiB to B (uploads to A), {to_c >> 20} MiB to C in 6 s")
+        assert to_b > 2.5 * to_c, f"A sent {to_b} bytes to the contributor B and {to_c} to C"
+        assert to_c > 1 << 20, "C (not contributing) got nothing: no optimistic share"
+    finally:
+        c3.close()
