@@ -45,6 +45,7 @@ static void help(FILE *f)
 	    "                        are also found through the DHT and on the LAN)\n"
 	    "  --fetch-timeout SECS  how long a read waits for a chunk from peers before it\n"
 	    "                        fails with EIO (default 30)\n"
+	    "  --max-peers N         share members to keep connected (default 32)\n"
 	    "  --max-upload RATE     limit chunk data sent to peers, e.g. 20M (bytes/s)\n"
 	    "                        or 100mbit; peers that upload to us are served first\n"
 	    "  --max-download RATE   limit chunk data fetched from peers\n"
@@ -311,6 +312,7 @@ int cmd_mount(int argc, char **argv)
 		{ "peer", required_argument, NULL, 'P' },
 		{ "fetch-timeout", required_argument, NULL, 'T' },
 		{ "max-upload", required_argument, NULL, 'U' },
+		{ "max-peers", required_argument, NULL, 'M' },
 		{ "max-download", required_argument, NULL, 'N' },
 		{ "no-writeback-cache", no_argument, NULL, 'W' },
 		{ "debug-fuse", no_argument, NULL, 'D' },
@@ -358,6 +360,9 @@ int cmd_mount(int argc, char **argv)
 			break;
 		case 'U':
 			key = "max-upload";
+			break;
+		case 'M':
+			key = "max-peers";
 			break;
 		case 'N':
 			key = "max-download";

@@ -982,19 +982,21 @@ static int open_dht(struct daemon *d)
 	return 0;
 }
 
-static int fetch_chunk(void *arg, const uint8_t id[static CS_ID_LEN], bool urgent, cs_read_fn *cb,
-		       void *cb_arg)
+static int fetch_chunk(void *arg, const uint8_t id[static CS_ID_LEN], const uint8_t *file,
+		       bool urgent, cs_read_fn *cb, void *cb_arg)
 {
 	struct daemon *d = arg;
 
-	return swarm_fetch(d->swarm, id, urgent, cb, cb_arg);
+	return swarm_fetch(d->swarm, id, file, urgent, cb, cb_arg);
 }
 
-static void stored_chunks(void *arg, const uint8_t *ids, size_t n)
+static void stored_chunks(void *arg, const uint8_t *file, const uint8_t *ids, size_t n)
 {
 	struct daemon *d = arg;
 
 	swarm_announce(d->swarm, ids, n);
+	if (file)
+		swarm_provide(d->swarm, file);
 }
 
 static unsigned chunk_holders(void *arg, const uint8_t *ids, size_t n)

@@ -38,6 +38,7 @@
 struct want {
 	uint8_t id[CS_ID_LEN];
 	uint32_t len;
+	uint32_t file; /* index in the job's files */
 	uint8_t tries;
 };
 
@@ -54,6 +55,7 @@ struct pin_job {
 	struct ctl_conn *c;
 	bool unpin, stopped, finished;
 	uint64_t *files;
+	uint8_t (*fid)[CS_ID_LEN]; /* content id of each file, once read */
 	size_t nfiles, capfiles, fi;
 	struct mf_loader *ld;
 	struct want *w;
@@ -103,6 +105,7 @@ static void job_free(struct pin_job *j)
 		free(j->ld);
 	}
 	free(j->files);
+	free(j->fid);
 	free(j->w);
 	free(j->retry);
 	free(j);
@@ -159,10 +162,14 @@ static int add_file(struct pin_job *j, uint64_t ino)
 	if (j->nfiles == j->capfiles) {
 		size_t cap = j->capfiles ? j->capfiles * 2 : 64;
 		uint64_t *n = realloc(j->files, cap * sizeof(*n));
+		uint8_t(*f)[CS_ID_LEN];
 
 		if (!n)
 			return -ENOMEM;
 		j->files = n;
+		if (!(f = realloc(j->fid, cap * sizeof(*f))))
+			return -ENOMEM;
+		j->fid = f;
 		j->capfiles = cap;
 	}
 	j->files[j->nfiles++] = ino;
@@ -257,6 +264,7 @@ static int add_want(struct pin_job *j, const uint8_t *id, uint32_t len)
 	}
 	memcpy(j->w[j->nw].id, id, CS_ID_LEN);
 	j->w[j->nw].len = len;
+	j->w[j->nw].file = (uint32_t)j->fi;
 	j->w[j->nw].tries = 0;
 	j->nw++;
 	j->bytes_total += len;
@@ -286,7 +294,8 @@ static int load_step(struct pin_job *j)
 				return -ENOMEM;
 			pf->j = j;
 			pf->idx = SIZE_MAX;
-			if ((rc = swarm_fetch(s->x.swarm, id, true, on_block, pf)) < 0) {
+			if ((rc = swarm_fetch(s->x.swarm, id, j->fid[j->fi], true, on_block, pf)) <
+			    0) {
 				free(pf);
 				return rc;
 			}
@@ -390,6 +399,10 @@ static int load_files(struct pin_job *j)
 			j->fi++; /* gone meanwhile */
 			continue;
 		}
+		if (c.kind == NS_CONTENT_NONE)
+			memset(j->fid[j->fi], 0, CS_ID_LEN);
+		else
+			memcpy(j->fid[j->fi], c.id, CS_ID_LEN);
 		if (c.kind == NS_CONTENT_MANIFEST) {
 			if (!(j->ld = malloc(sizeof(*j->ld))))
 				return -ENOMEM;
@@ -502,7 +515,8 @@ static void fetch_more(struct pin_job *j)
 		}
 		pf->j = j;
 		pf->idx = i;
-		if ((rc = swarm_fetch(s->x.swarm, w->id, false, on_chunk, pf)) < 0) {
+		if ((rc = swarm_fetch(s->x.swarm, w->id, j->fid[w->file], false, on_chunk, pf)) <
+		    0) {
 			char h[9];
 
 			free(pf);
@@ -638,6 +652,12 @@ static void job_step(struct pin_job *j)
 
 		j->finished = true;
 		progress(j, true);
+		/* Whole files here now: say so in the DHT. */
+		for (size_t i = 0; !j->failed && j->set->x.swarm && i < j->nfiles &&
+				   i < SWARM_PROVIDE_MAX;
+		     i++)
+			if (!sodium_is_zero(j->fid[i], CS_ID_LEN))
+				swarm_provide(j->set->x.swarm, j->fid[i]);
 		snprintf(msg, sizeof(msg), "%zu chunk%s could not be fetched (see the daemon's log)",
 			 j->failed, j->failed == 1 ? "" : "s");
 		job_end(j, j->failed ? EXIT_FAIL : 0, j->failed ? msg : NULL);

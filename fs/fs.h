@@ -64,15 +64,17 @@ bool fs_busy(const struct fs *fs);
 /*
  * Chunks that are not stored here: @fn asks the network and returns 0 (then
  * @cb runs once, later, as cs_read would call it) or a negative errno (no
- * callback). @urgent: a reader waits for it, else read-ahead.
+ * callback). @urgent: a reader waits for it, else read-ahead. @file: the
+ * content id of the file it belongs to (where to look for holders), or NULL.
  */
-typedef int fs_fetch_fn(void *arg, const uint8_t id[static CS_ID_LEN], bool urgent, cs_read_fn *cb,
-			void *cb_arg);
+typedef int fs_fetch_fn(void *arg, const uint8_t id[static CS_ID_LEN], const uint8_t *file,
+			bool urgent, cs_read_fn *cb, void *cb_arg);
 void fs_set_fetch(struct fs *fs, fs_fetch_fn *fn, void *arg);
 
-/* After a flush stored a file version here: its @n chunk ids (CS_ID_LEN
- * bytes each, back to back), the manifest's root included. */
-typedef void fs_stored_fn(void *arg, const uint8_t *ids, size_t n);
+/* After a flush stored a file version here: its content id (@file) and
+ * its @n chunk ids (CS_ID_LEN bytes each, back to back), the manifest's
+ * root included. */
+typedef void fs_stored_fn(void *arg, const uint8_t *file, const uint8_t *ids, size_t n);
 void fs_set_stored_cb(struct fs *fs, fs_stored_fn *fn, void *arg);
 
 /* How many other members are known to hold all of @n chunk ids. */

@@ -148,7 +148,7 @@ static void mf_load_step(struct fs_node *n)
 	while ((rc = mf_loader_next(n->loader, id)) == 1) {
 		struct cs_buf *b = NULL;
 
-		rc = fs_chunk_read(n->fs, id, true, on_mf_block, n, &b);
+		rc = fs_chunk_read(n->fs, id, &n->content, true, on_mf_block, n, &b);
 		if (rc == 0) {
 			n->busy++;
 			return;
@@ -609,7 +609,7 @@ void fs_op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct f
 			p->len = (size_t)(lim - pos);
 			p->skip = (size_t)(pos - c->off);
 			memcpy(p->id, c->id, CS_ID_LEN);
-			rc = fs_chunk_read(fs, c->id, true, on_rd_chunk, p, &b);
+			rc = fs_chunk_read(fs, c->id, &n->content, true, on_rd_chunk, p, &b);
 			if (rc == 1) {
 				if (cs_buf_len(b) < p->skip + p->len) {
 					cs_buf_unref(b);
@@ -664,7 +664,7 @@ static void read_ahead(struct fs *fs, struct fs_node *n, uint64_t off, uint64_t 
 	while (n->ra_done < limit) {
 		const struct mf_chunk *c = &n->mf.c[mf_find(&n->mf, n->ra_done)];
 		struct cs_buf *b = NULL;
-		int rc = fs_chunk_read(fs, c->id, false, on_prefetch, NULL, &b);
+		int rc = fs_chunk_read(fs, c->id, &n->content, false, on_prefetch, NULL, &b);
 
 		if (rc == 1)
 			cs_buf_unref(b);

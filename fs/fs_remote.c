@@ -58,17 +58,19 @@ void fs_announce_stored(struct fs *fs, const struct mf *m, const struct ns_conte
 		memcpy(ids + CS_ID_LEN * n++, m->c[i].id, CS_ID_LEN);
 	if (c->kind == NS_CONTENT_MANIFEST)
 		memcpy(ids + CS_ID_LEN * n++, c->id, CS_ID_LEN);
-	fs->stored_fn(fs->stored_arg, ids, n);
+	fs->stored_fn(fs->stored_arg, c->kind != NS_CONTENT_NONE ? c->id : NULL, ids, n);
 	free(ids);
 }
 
-int fs_chunk_read(struct fs *fs, const uint8_t id[static CS_ID_LEN], bool urgent, cs_read_fn *cb,
-		  void *arg, struct cs_buf **ret_buf)
+int fs_chunk_read(struct fs *fs, const uint8_t id[static CS_ID_LEN], const struct ns_content *file,
+		  bool urgent, cs_read_fn *cb, void *arg, struct cs_buf **ret_buf)
 {
 	int rc = cs_read(fs->cs, id, cb, arg, ret_buf);
 
 	if (rc == -ENOENT && fs->fetch_fn) {
-		rc = fs->fetch_fn(fs->fetch_arg, id, urgent, cb, arg);
+		rc = fs->fetch_fn(fs->fetch_arg, id,
+				  file && file->kind != NS_CONTENT_NONE ? file->id : NULL, urgent, cb,
+				  arg);
 		if (rc == 0)
 			fs->st.fetches++;
 	}

@@ -89,6 +89,8 @@ struct waiter {
 struct fetch {
 	struct fetch *next, *prev;
 	uint8_t id[CS_ID_LEN];
+	uint8_t file[CS_ID_LEN]; /* the file it belongs to (where to look), if has_file */
+	bool has_file;
 	struct waiter *waiters;
 	bool urgent;
 	struct swarm_peer *peer; /* asked now, or NULL */
@@ -223,6 +225,15 @@ struct swarm {
 	uint64_t pieces_out;
 	struct swarm_peer *optimistic;
 	uint64_t rechoke_at;
+	/* Content location: files announced (a ring), files looked up lately. */
+	uint8_t (*provided)[32];
+	size_t nprovided, provided_head;
+	struct {
+		uint8_t key[32];
+		uint64_t at;
+	} looked[64];
+	unsigned nlooked_next;
+	unsigned extra_ok; /* connections allowed beyond max_peers for holders found */
 	struct swarm_stats st;
 };
 
@@ -480,8 +491,8 @@ static void fetch_fail_log(struct swarm *s, struct fetch *f, int rc)
 		log_error("chunk %s: cannot fetch it: %s", h, strerror(-rc));
 }
 
-int swarm_fetch(struct swarm *s, const uint8_t id[static CS_ID_LEN], bool urgent, cs_read_fn *cb,
-		void *arg)
+int swarm_fetch(struct swarm *s, const uint8_t id[static CS_ID_LEN], const uint8_t *file,
+		bool urgent, cs_read_fn *cb, void *arg)
 {
 	struct fetch *f;
 	struct waiter *w;
@@ -500,6 +511,10 @@ int swarm_fetch(struct swarm *s, const uint8_t id[static CS_ID_LEN], bool urgent
 		if (!(f = calloc(1, sizeof(*f))))
 			return -ENOMEM;
 		memcpy(f->id, id, CS_ID_LEN);
+		if (file) {
+			memcpy(f->file, file, CS_ID_LEN);
+			f->has_file = true;
+		}
 		f->started = f->round_at = ev_now(s->o.loop);
 		f->next = s->fetches;
 		if (s->fetches)
@@ -1374,7 +1389,7 @@ static void maintain_connections(struct swarm *s)
 
 	for (struct swarm_peer *p = s->peers; p; p = p->next)
 		n++;
-	for (unsigned i = 0; i < s->naddrs && n < s->o.max_peers; i++) {
+	for (unsigned i = 0; i < s->naddrs && n < s->o.max_peers + s->extra_ok; i++) {
 		struct swarm_addr *x = &s->addrs[i];
 
 		if (x->next_try > now || connected_to(s, x) || (x->has_id && banned(s, x->id)))
@@ -1428,6 +1443,84 @@ static void dht_work(struct swarm *s)
 	}
 }
 
+/* ---- content location ---- */
+
+static void content_key(const struct swarm *s, const uint8_t file[static CS_ID_LEN],
+			uint8_t key[static DHT_ID_LEN])
+{
+	hmac(s->member_key, "p2pfs content 1", file, CS_ID_LEN, NULL, 0, key);
+}
+
+void swarm_provide(struct swarm *s, const uint8_t file[static CS_ID_LEN])
+{
+	uint8_t key[DHT_ID_LEN];
+
+	if (!s->o.dht)
+		return;
+	for (size_t i = 0; i < s->nprovided; i++)
+		if (!memcmp(s->provided[i], file, CS_ID_LEN))
+			return;
+	if (!s->provided && !(s->provided = malloc(SWARM_PROVIDE_MAX * sizeof(*s->provided))))
+		return;
+	if (s->nprovided == SWARM_PROVIDE_MAX) {
+		/* Forget the oldest: its record expires in the DHT by itself. */
+		content_key(s, s->provided[s->provided_head], key);
+		dht_remove_provider(dht_node_dht(s->o.dht), key);
+		memcpy(s->provided[s->provided_head], file, CS_ID_LEN);
+		s->provided_head = (s->provided_head + 1) % SWARM_PROVIDE_MAX;
+	} else {
+		memcpy(s->provided[s->nprovided++], file, CS_ID_LEN);
+	}
+	content_key(s, file, key);
+	if (dht_add_provider(dht_node_dht(s->o.dht), dht_node_now(s->o.dht), key, s->port, NULL,
+			     NULL) == 0) {
+		s->st.dht_announces++;
+		dht_node_kick(s->o.dht);
+	}
+}
+
+static void on_holders_found(void *arg, const struct dht_result *r)
+{
+	struct swarm *s = arg;
+
+	for (size_t i = 0; i < r->nproviders; i++) {
+		struct dht_addr a = r->providers[i].addr;
+
+		if (!memcmp(r->providers[i].id, s->self, 32))
+			continue;
+		addr_add(s, &a, r->providers[i].id);
+		s->extra_ok = SWARM_EXTRA_PEERS;
+		/* Try it now, whatever its back-off said. */
+		for (unsigned k = 0; k < s->naddrs; k++)
+			if (dht_addr_eq(&s->addrs[k].a, &a))
+				s->addrs[k].next_try = 0;
+	}
+	maintain_connections(s);
+}
+
+static void find_holders(struct swarm *s, const uint8_t file[static CS_ID_LEN])
+{
+	uint64_t now = ev_now(s->o.loop);
+	uint8_t key[DHT_ID_LEN];
+	unsigned i;
+
+	if (!s->o.dht)
+		return;
+	content_key(s, file, key);
+	for (i = 0; i < ARRAY_SIZE(s->looked); i++)
+		if (!memcmp(s->looked[i].key, key, DHT_ID_LEN) && s->looked[i].at &&
+		    now - s->looked[i].at < 30000)
+			return;
+	i = s->nlooked_next++ % ARRAY_SIZE(s->looked);
+	memcpy(s->looked[i].key, key, DHT_ID_LEN);
+	s->looked[i].at = now;
+	if (dht_get_providers(dht_node_dht(s->o.dht), dht_node_now(s->o.dht), key, on_holders_found,
+			      s) == 0) {
+		s->st.dht_lookups++;
+		dht_node_kick(s->o.dht);
+	}
+}
+
 /* ---- the tick: deadlines, stalls, retries, discovery ---- */
 
 static void on_tick(struct ev_timer *t)
@@ -1477,7 +1570,10 @@ static void on_tick(struct ev_timer *t)
 			bool any;
 
 			if (!pick(s, f, &any) && !any && now - f->round_at >= RETRY_ROUND_MS) {
-				/* Every member was asked: ask again, one may have it now. */
+				/* Every member was asked: look for the file's holders
+				 * in the DHT, and ask again, one may have it now. */
+				if (f->has_file)
+					find_holders(s, f->file);
 				f->ntried = 0;
 				f->round_at = now;
 			}
@@ -1589,6 +1685,7 @@ void swarm_free(struct swarm *s)
 		free(p);
 	}
 	free(s->announce);
+	free(s->provided);
 	sodium_memzero(s->member_key, sizeof(s->member_key));
 	free(s);
 }

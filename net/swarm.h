@@ -116,8 +116,22 @@ P2P_MUST_CHECK int swarm_add_addr(struct swarm *s, const char *hostport);
  * @urgent: a reader waits for it (else read-ahead). Returns 0, or -ENOENT
  * with no callback when no member is connected.
  */
-P2P_MUST_CHECK int swarm_fetch(struct swarm *s, const uint8_t id[static CS_ID_LEN], bool urgent,
-			       cs_read_fn *cb, void *arg);
+P2P_MUST_CHECK int swarm_fetch(struct swarm *s, const uint8_t id[static CS_ID_LEN],
+			       const uint8_t *file, bool urgent, cs_read_fn *cb, void *arg);
+
+/*
+ * Content location in the DHT. swarm_provide() announces that we hold the
+ * whole file with content id @file: a provider record under
+ * HMAC(member key, "p2pfs content 1" || @file), so the DHT learns nothing
+ * of a private share's content; republished by the DHT before it expires.
+ * The most recent SWARM_PROVIDE_MAX files are announced. A fetch given the
+ * @file it belongs to that no connected member can supply looks up that
+ * key (at most once per file every 30 s) and connects to the holders found,
+ * up to SWARM_EXTRA_PEERS beyond max_peers.
+ */
+#define SWARM_PROVIDE_MAX 4096
+#define SWARM_EXTRA_PEERS 8
+void swarm_provide(struct swarm *s, const uint8_t file[static CS_ID_LEN]);
 
 /* Tell members we now hold these chunks (@n ids of CS_ID_LEN bytes, back to
  * back); sent in batches. Fetched chunks are announced by the swarm itself. */

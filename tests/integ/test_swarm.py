@@ -332,3 +332,27 @@ def test_when_upload_is_short_peers_that_upload_to_us_are_served_first():
         assert to_c > 1 << 20, "C (not contributing) got nothing: no optimistic share"
     finally:
         c3.close()
+
+
+def test_holders_of_a_file_are_found_in_the_dht_when_no_member_has_it():
+    c3 = Cluster(3)
+    try:
+        a, b, c = c3.nodes
+        # A and C each keep one connection, to B: they are not connected.
+        for nd in (a, c):
+            nd.extra += ["--max-peers", "1", "--peer", f"{c3.lan.addrs[1]}:7575"]
+        b.mount()
+        a.mount()
+        c.mount()
+        c3.wait_members([a, c], 1)
+        c3.wait_members([b], 2)
+        a_id = a.status()["node_id"]
+        assert a_id not in [p["id"] for p in c.status()["swarm"]["peers"]]
+        h = random_file(a.path("only-on-a"), 8 << 20)
+        wait_until(lambda: has(c, "only-on-a", 8 << 20), 20, "the file listed on C", interval=0.1)
+        time.sleep(1)  # A's provider record for the file reaches the DHT
+        assert sha256_file(c.path("only-on-a")) == h
+        assert a_id in [p["id"] for p in c.status()["swarm"]["peers"]]
+        assert c.status()["swarm"]["fetched_bytes"] >= 8 << 20
+    finally:
+        c3.close()
