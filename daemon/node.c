@@ -536,7 +536,8 @@ static void cmd_status_reply(struct daemon *d, struct ctl_conn *c, bool json)
 
 /* ---- scrub ---- */
 
-#define SCRUB_LIST_MAX 20
+#define SCRUB_LIST_MAX 20	   /* damaged chunks listed to the client */
+#define SCRUB_REFETCH_MAX 65536 /* damaged chunks fetched again */
 
 struct scrub_job {
 	struct ev_work w;
@@ -545,10 +546,11 @@ struct scrub_job {
 	struct ev_timer tick;
 	_Atomic uint64_t done, total, bad;
 	pthread_mutex_t lock;
-	uint8_t ids[SCRUB_LIST_MAX][32];
-	unsigned nids;
+	uint8_t (*ids)[32]; /* damaged chunks, up to SCRUB_REFETCH_MAX */
+	unsigned nids, capids;
 	long rc;
 	uint64_t t0;
+	unsigned refetching, refetched; /* fetches out, and done */
 };
 
 static void scrub_bad(void *arg, const uint8_t id[static CS_ID_LEN], int rc)
@@ -560,7 +562,16 @@ static void scrub_bad(void *arg, const uint8_t id[static CS_ID_LEN], int rc)
 	log_error("scrub: chunk %s is damaged (%s); dropped from the index", hex,
 		  rc == -EBADMSG ? "content does not match its id" : strerror(-rc));
 	pthread_mutex_lock(&j->lock);
-	if (j->nids < SCRUB_LIST_MAX)
+	if (j->nids == j->capids && j->capids < SCRUB_REFETCH_MAX) {
+		unsigned cap = j->capids ? 2 * j->capids : 64;
+		uint8_t(*n)[32] = realloc(j->ids, cap * sizeof(*n));
+
+		if (n) {
+			j->ids = n;
+			j->capids = cap;
+		}
+	}
+	if (j->nids < j->capids)
 		memcpy(j->ids[j->nids++], id, CS_ID_LEN);
 	pthread_mutex_unlock(&j->lock);
 	atomic_fetch_add(&j->bad, 1);
@@ -593,6 +604,56 @@ static void scrub_tick(struct ev_timer *t)
 	(void)!ev_timer_start(j->d->loop, &j->tick, 500);
 }
 
+static void scrub_free(struct scrub_job *j)
+{
+	pthread_mutex_destroy(&j->lock);
+	free(j->ids);
+	free(j);
+}
+
+static void scrub_finish(struct scrub_job *j)
+{
+	struct ctl_conn *c = j->conn;
+
+	j->d->scrub = NULL;
+	if (!c) { /* the daemon is stopping: the client was answered */
+		scrub_free(j);
+		return;
+	}
+	if (j->refetched)
+		ctl_printf(c, "fetched again from members: %u of %ld", j->refetched, j->rc);
+	if (j->rc && j->refetched == (unsigned)j->rc)
+		ctl_end(c, EXIT_DATA, "%ld damaged chunk%s replaced by verified copies from members",
+			j->rc, j->rc == 1 ? "" : "s");
+	else if (j->rc)
+		ctl_end(c, EXIT_DATA,
+			"%ld damaged chunk%s removed, %ld not available from members: files that "
+			"use them read as errors until a member supplies them",
+			j->rc, j->rc == 1 ? "" : "s", j->rc - (long)j->refetched);
+	else
+		ctl_end(c, 0, NULL);
+	scrub_free(j);
+}
+
+struct scrub_refetch {
+	struct scrub_job *j;
+	uint8_t id[CS_ID_LEN];
+};
+
+static void scrub_refetched(void *arg, int rc, struct cs_buf *b)
+{
+	struct scrub_refetch *r = arg;
+	struct scrub_job *j = r->j;
+
+	(void)b;
+	/* Pinned or cached before, it is kept now: its copy here was damaged once. */
+	if (rc == 0 && cs_pin(j->d->cs, r->id) == 0)
+		j->refetched++;
+	free(r);
+	if (--j->refetching == 0)
+		scrub_finish(j);
+}
+
 static void scrub_done(struct ev_work *w)
 {
 	struct scrub_job *j = container_of(w, struct scrub_job, w);
@@ -600,29 +661,40 @@ static void scrub_done(struct ev_work *w)
 	char a[32];
 
 	ev_timer_stop(j->d->loop, &j->tick);
-	j->d->scrub = NULL;
 	if (j->rc < 0) {
 		ctl_end(c, EXIT_FAIL, "scrub failed: %s", strerror((int)-j->rc));
-	} else {
-		ctl_printf(c, "scrub: %s in %.1f s, %ld damaged chunk%s",
-			   p2p_fmt_size(a, sizeof(a), atomic_load(&j->done)),
-			   (double)(tm_mono_ms() - j->t0) / 1000.0, j->rc, j->rc == 1 ? "" : "s");
-		for (unsigned i = 0; i < j->nids; i++) {
-			char hex[65];
-
-			p2p_hex(hex, j->ids[i], CS_ID_LEN);
-			ctl_printf(c, "damaged: %s", hex);
-		}
-		if (j->rc)
-			ctl_end(c, EXIT_DATA,
-				"%ld damaged chunk%s removed; files that use them read as errors "
-				"until a peer supplies them again",
-				j->rc, j->rc == 1 ? "" : "s");
-		else
-			ctl_end(c, 0, NULL);
+		j->d->scrub = NULL;
+		scrub_free(j);
+		return;
 	}
-	pthread_mutex_destroy(&j->lock);
-	free(j);
+	ctl_printf(c, "scrub: %s in %.1f s, %ld damaged chunk%s",
+		   p2p_fmt_size(a, sizeof(a), atomic_load(&j->done)),
+		   (double)(tm_mono_ms() - j->t0) / 1000.0, j->rc, j->rc == 1 ? "" : "s");
+	for (unsigned i = 0; i < j->nids && i < SCRUB_LIST_MAX; i++) {
+		char hex[65];
+
+		p2p_hex(hex, j->ids[i], CS_ID_LEN);
+		ctl_printf(c, "damaged: %s", hex);
+	}
+	/* Fetch verified copies from the members. */
+	j->refetching = 1;
+	for (unsigned i = 0; j->d->swarm && i < j->nids; i++) {
+		struct scrub_refetch *r = malloc(sizeof(*r));
+
+		if (!r)
+			break;
+		r->j = j;
+		memcpy(r->id, j->ids[i], CS_ID_LEN);
+		if (swarm_fetch(j->d->swarm, r->id, NULL, false, scrub_refetched, r) == 0)
+			j->refetching++;
+		else
+			free(r);
+	}
+	if (j->refetching > 1)
+		ctl_note(c, "fetching %u damaged chunk%s again from members", j->refetching - 1,
+			 j->refetching == 2 ? "" : "s");
+	if (--j->refetching == 0)
+		scrub_finish(j);
 }
 
 static void start_scrub(struct daemon *d, struct ctl_conn *c)
@@ -1207,6 +1279,10 @@ static void close_all(struct daemon *d)
 
 	if (d->pins)
 		pin_set_stop(d->pins);
+	if (d->scrub && d->scrub->refetching && d->scrub->conn) {
+		ctl_end(d->scrub->conn, EXIT_FAIL, "the daemon is stopping");
+		d->scrub->conn = NULL; /* freed as the swarm cancels its fetches */
+	}
 	ctl_server_free(d->ctl);
 	dht_node_free(d->dn); /* first: its lookups may name the swarm */
 	if (d->fs) {

@@ -9,7 +9,8 @@ import tempfile
 import pytest
 from p2pfs_harness import Node, P2PFS, is_mounted, p2pfs, process_gone, run
 
-COMMANDS = ["mount", "umount", "status", "sync", "scrub", "node", "stop", "dht", "init", "link"]
+COMMANDS = ["mount", "umount", "status", "sync", "scrub", "node", "stop", "dht", "init", "link",
+            "pin", "unpin", "peers"]
 
 
 def test_version_and_help():

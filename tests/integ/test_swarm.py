@@ -356,3 +356,32 @@ def test_holders_of_a_file_are_found_in_the_dht_when_no_member_has_it():
         assert c.status()["swarm"]["fetched_bytes"] >= 8 << 20
     finally:
         c3.close()
+
+
+def test_scrub_replaces_damaged_chunks_with_copies_from_members(cluster3):
+    import glob
+    a, b, c = cluster3.nodes
+    data = os.urandom(6 << 20)
+    with open(a.path("f"), "wb") as fh:
+        fh.write(data)
+    wait_until(lambda: has(c, "f", len(data)), 20, "the file on C", interval=0.1)
+    p2pfs("pin", c.path("f"))
+    needle = data[(3 << 20):(3 << 20) + 64]
+    for pack in sorted(glob.glob(os.path.join(c.state, "store", "**", "*"), recursive=True)):
+        if os.path.isfile(pack):
+            with open(pack, "r+b") as fh:
+                buf = fh.read()
+                at = buf.find(needle)
+                if at >= 0:
+                    fh.seek(at + 10)
+                    fh.write(bytes([buf[at + 10] ^ 0x40]))
+                    break
+    else:
+        raise AssertionError("the chunk is not in C's packs")
+    r = p2pfs("scrub", c.mnt, check=False)
+    assert r.returncode == 5, r.stdout + r.stderr
+    assert "replaced by verified copies from members" in r.stdout + r.stderr, r.stdout + r.stderr
+    with open(c.path("f"), "rb") as fh:
+        assert fh.read() == data
+    r = p2pfs("scrub", c.mnt, check=False)
+    assert r.returncode == 0 and "0 damaged" in r.stdout, r.stdout + r.stderr
