@@ -281,7 +281,8 @@ static void swarm_status(struct daemon *d, struct ctl_conn *c, FILE *json)
 			"\"fetched_bytes\":%llu,\"served\":%llu,\"served_bytes\":%llu,"
 			"\"fetch_failed\":%llu,\"bad_chunks\":%llu,\"stalls\":%llu,"
 			"\"records_in\":%llu,\"records_applied\":%llu,\"records_rejected\":%llu,"
-			"\"records_out\":%llu,\"syncs\":%llu,\"peers\":[",
+			"\"records_out\":%llu,\"syncs\":%llu,\"rate_in\":%.0f,\"rate_out\":%.0f,"
+			"\"peers\":[",
 			swarm_port(d->swarm), st.members, st.connecting, st.known_addrs, st.fetches,
 			(unsigned long long)st.fetched, (unsigned long long)st.fetched_bytes,
 			(unsigned long long)st.served, (unsigned long long)st.served_bytes,
@@ -289,7 +290,7 @@ static void swarm_status(struct daemon *d, struct ctl_conn *c, FILE *json)
 			(unsigned long long)st.stalls, (unsigned long long)rs.records_in,
 			(unsigned long long)rs.records_applied,
 			(unsigned long long)rs.records_rejected, (unsigned long long)rs.records_out,
-			(unsigned long long)rs.syncs);
+			(unsigned long long)rs.syncs, st.rate_in, st.rate_out);
 		for (size_t i = 0; i < n && i < ARRAY_SIZE(pi); i++) {
 			char id[65];
 
@@ -305,15 +306,26 @@ static void swarm_status(struct daemon *d, struct ctl_conn *c, FILE *json)
 				(unsigned long long)pi[i].chunks_out, pi[i].inflight,
 				(unsigned long long)(pi[i].connected_ms / 1000));
 		}
-		fprintf(json, "]}");
+		fprintf(json, "]");
+		if (d->pins)
+			pin_set_status(d->pins, c, json);
+		fprintf(json, "}");
 		return;
 	}
 	ctl_printf(c, "members:       %u connected, %u connecting, %u addresses known (tcp port %u)",
 		   st.members, st.connecting, st.known_addrs, swarm_port(d->swarm));
-	ctl_printf(c, "transfers:     %u chunks being fetched; fetched %llu (%s), served %llu (%s)",
-		   st.fetches, (unsigned long long)st.fetched,
-		   p2p_fmt_size(a, sizeof(a), st.fetched_bytes), (unsigned long long)st.served,
-		   p2p_fmt_size(b, sizeof(b), st.served_bytes));
+	{
+		char ri[32], ro[32];
+
+		ctl_printf(c, "transfers:     %u chunks in flight, in %s/s, out %s/s",
+			   st.fetches, p2p_fmt_size(ri, sizeof(ri), (uint64_t)st.rate_in),
+			   p2p_fmt_size(ro, sizeof(ro), (uint64_t)st.rate_out));
+	}
+	ctl_printf(c, "exchanged:     fetched %llu chunks (%s), served %llu (%s)",
+		   (unsigned long long)st.fetched, p2p_fmt_size(a, sizeof(a), st.fetched_bytes),
+		   (unsigned long long)st.served, p2p_fmt_size(b, sizeof(b), st.served_bytes));
+	if (d->pins)
+		pin_set_status(d->pins, c, NULL);
 	if (st.fetch_failed || st.bad_chunks || st.stalls)
 		ctl_printf(c, "fetch errors:  %llu failed, %llu bad chunks, %llu stalls",
 			   (unsigned long long)st.fetch_failed, (unsigned long long)st.bad_chunks,

@@ -705,3 +705,40 @@ void pin_start(struct pin_set *s, struct ctl_conn *c, bool unpin, int argc, char
 		log_warn("pin: no progress timer (out of memory)");
 	job_step(j);
 }
+
+void pin_set_status(struct pin_set *s, struct ctl_conn *c, FILE *json)
+{
+	bool first = true;
+
+	if (json)
+		fprintf(json, ",\"pins\":[");
+	for (struct pin_job *j = s->jobs; j; j = j->next) {
+		unsigned rarest = ~0u;
+		char a[32], b[32], r[32];
+
+		if (j->stopped || j->unpin)
+			continue;
+		/* Availability of what is still to fetch (a sample). */
+		for (size_t i = j->cursor; s->x.swarm && i < j->nw && i < j->cursor + 256; i++)
+			rarest = P2P_MIN(rarest, swarm_availability(s->x.swarm, j->w[i].id));
+		if (json) {
+			fprintf(json,
+				"%s{\"files\":%zu,\"bytes\":%llu,\"done\":%llu,\"rate\":%.0f,"
+				"\"rarest_holders\":%d}",
+				first ? "" : ",", j->nfiles, (unsigned long long)j->bytes_total,
+				(unsigned long long)j->bytes_done, j->rate,
+				rarest == ~0u ? -1 : (int)rarest);
+		} else {
+			ctl_printf(c, "pinning:       %zu file%s, %s of %s, %s/s%s", j->nfiles,
+				   j->nfiles == 1 ? "" : "s", p2p_fmt_size(a, sizeof(a), j->bytes_done),
+				   p2p_fmt_size(b, sizeof(b), j->bytes_total),
+				   p2p_fmt_size(r, sizeof(r), (uint64_t)j->rate), "");
+			if (rarest != ~0u)
+				ctl_printf(c, "               rarest chunk left is held by %u member%s",
+					   rarest, rarest == 1 ? "" : "s");
+		}
+		first = false;
+	}
+	if (json)
+		fprintf(json, "]");
+}

@@ -7,6 +7,7 @@
 
 #include <stdbool.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include "chunkstore/store.h"
 #include "common/ev.h"
@@ -33,5 +34,8 @@ void pin_set_free(struct pin_set *s);
 /* Pin (or unpin) the files at @argv (paths relative to the mount's root;
  * directories whole); the reply goes to @c. */
 void pin_start(struct pin_set *s, struct ctl_conn *c, bool unpin, int argc, char **argv);
+
+/* Running pins for `p2pfs status`: text lines, or a JSON member (after a comma). */
+void pin_set_status(struct pin_set *s, struct ctl_conn *c, FILE *json);
 
 #endif

@@ -225,6 +225,9 @@ struct swarm {
 	uint64_t pieces_out;
 	struct swarm_peer *optimistic;
 	uint64_t rechoke_at;
+	uint64_t rate_at, rate_in_base, rate_out_base; /* for the smoothed rates */
+	uint64_t bytes_in; /* chunk bytes received in all */
+	double rate_in, rate_out;
 	/* Content location: files announced (a ring), files looked up lately. */
 	uint8_t (*provided)[32];
 	size_t nprovided, provided_head;
@@ -854,6 +857,7 @@ static int on_data(struct swarm_peer *p, const struct swarm_msg *m)
 	memcpy(f->buf + off, bytes, n);
 	f->got += (uint32_t)n;
 	p->rx_window += n;
+	s->bytes_in += n;
 	s->down_tokens -= (double)n;
 	f->progress_at = ev_now(s->o.loop);
 	if (f->got == f->total)
@@ -1579,6 +1583,16 @@ static void on_tick(struct ev_timer *t)
 			}
 		}
 	}
+	if (now - s->rate_at >= 1000) {
+		double dt = (double)(now - s->rate_at) / 1000.0;
+
+		s->rate_in = 0.6 * s->rate_in +
+			     0.4 * (double)(s->bytes_in - s->rate_in_base) / dt;
+		s->rate_out = 0.6 * s->rate_out + 0.4 * (double)(s->st.served_bytes - s->rate_out_base) / dt;
+		s->rate_in_base = s->bytes_in;
+		s->rate_out_base = s->st.served_bytes;
+		s->rate_at = now;
+	}
 	if (now - s->rechoke_at >= CHOKE_MS) {
 		rechoke(s, now - s->rechoke_at);
 		s->rechoke_at = now;
@@ -1821,4 +1835,6 @@ void swarm_get_stats(struct swarm *s, struct swarm_stats *ret)
 	}
 	ret->known_addrs = s->naddrs;
 	ret->fetches = s->nfetches;
+	ret->rate_in = s->rate_in;
+	ret->rate_out = s->rate_out;
 }

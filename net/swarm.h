@@ -174,6 +174,7 @@ struct swarm_stats {
 	uint64_t served, served_bytes;
 	uint64_t fetch_failed, bad_chunks, stalls, notfound;
 	uint64_t dht_lookups, dht_announces;
+	double rate_in, rate_out; /* chunk bytes per second, smoothed over seconds */
 };
 void swarm_get_stats(struct swarm *s, struct swarm_stats *ret_stats);
 
