@@ -30,6 +30,7 @@
 #include "fs/fs_rechunk.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <fcntl.h>
 #include <sys/mman.h>
@@ -900,11 +901,79 @@ struct fs_flush_job {
 	struct fs_ext dirty;
 	struct mf new_mf;
 	struct ns_content content;
+	struct ns_content base_content; /* what j->in.base was loaded for */
 	struct fs_rechunk_stats st;
 	uint64_t size;
 	int64_t mtime;
 	int rc;
 };
+
+/*
+ * The rechunker's source of old chunks (on a worker): the store, and for a
+ * chunk not stored here (a file written elsewhere) the network: the loop
+ * thread fetches it while this worker waits, up to the fetch timeout.
+ */
+struct flush_fetch {
+	struct ev_job job;
+	struct fs *fs;
+	const uint8_t *id;
+	struct ns_content file;
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	bool done;
+	int rc;
+};
+
+static void flush_fetch_done(void *arg, int rc, struct cs_buf *b)
+{
+	struct flush_fetch *x = arg;
+
+	(void)b;
+	pthread_mutex_lock(&x->lock);
+	x->rc = rc;
+	x->done = true;
+	pthread_cond_signal(&x->cond);
+	pthread_mutex_unlock(&x->lock);
+}
+
+static void flush_fetch_start(struct ev_job *job)
+{
+	struct flush_fetch *x = container_of(job, struct flush_fetch, job);
+	struct cs_buf *b = NULL;
+	int rc = fs_chunk_read(x->fs, x->id, &x->file, true, flush_fetch_done, x, &b);
+
+	if (rc == 1) {
+		cs_buf_unref(b);
+		flush_fetch_done(x, 0, NULL);
+	} else if (rc < 0) {
+		flush_fetch_done(x, rc, NULL);
+	}
+}
+
+static int flush_get(void *arg, const uint8_t id[static CS_ID_LEN], uint8_t **ret_buf,
+		     size_t *ret_len)
+{
+	struct fs_flush_job *j = arg;
+	struct fs *fs = j->n->fs;
+	struct flush_fetch x = { .fs = fs, .id = id, .file = j->base_content };
+	int rc = cs_get(fs->cs, id, ret_buf, ret_len);
+
+	if (rc != -ENOENT || !fs->fetch_fn)
+		return rc;
+	pthread_mutex_init(&x.lock, NULL);
+	pthread_cond_init(&x.cond, NULL);
+	x.job.fn = flush_fetch_start;
+	ev_post(fs->loop, &x.job);
+	pthread_mutex_lock(&x.lock);
+	while (!x.done)
+		pthread_cond_wait(&x.cond, &x.lock);
+	pthread_mutex_unlock(&x.lock);
+	pthread_cond_destroy(&x.cond);
+	pthread_mutex_destroy(&x.lock);
+	if (x.rc < 0)
+		return x.rc == -ENOENT ? -EIO : x.rc;
+	return cs_get(fs->cs, id, ret_buf, ret_len);
+}
 
 static void flush_run(struct ev_work *w)
 {
@@ -1051,6 +1120,9 @@ void fs_flush_node(struct fs_node *n, struct fs_waiter *w)
 	j->in.staging_fd = n->sfd;
 	j->in.cdc = &fs->o.cdc;
 	j->in.cs = fs->cs;
+	j->in.get = flush_get;
+	j->in.get_arg = j;
+	j->base_content = n->content;
 	j->in.put_flags = CS_PUT_PIN;
 	mf_init(&j->new_mf);
 	fs_ext_clear(&n->wdirty);

@@ -182,8 +182,11 @@ int fs_rechunk(const struct fs_rechunk_in *in, struct mf *ret_mf, struct fs_rech
 					memmove(buf, buf + start, have);
 					start = 0;
 				}
+				/* One maximum chunk's worth: what the next cut can
+				 * need, so a small edit reads (or fetches) little. */
 				fill = (size_t)P2P_MIN((uint64_t)(cap - start - have),
 						       in->size - pos - have);
+				fill = P2P_MIN(fill, (size_t)max - have);
 				if ((rc = read_new(&s, pos + have, buf + start + have, fill)) < 0)
 					goto out;
 				have += fill;

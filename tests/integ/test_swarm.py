@@ -385,3 +385,20 @@ def test_scrub_replaces_damaged_chunks_with_copies_from_members(cluster3):
         assert fh.read() == data
     r = p2pfs("scrub", c.mnt, check=False)
     assert r.returncode == 0 and "0 damaged" in r.stdout, r.stdout + r.stderr
+
+
+def test_editing_part_of_a_remote_file_fetches_what_it_needs(cluster3):
+    a, b, c = cluster3.nodes
+    data = bytearray(os.urandom(24 << 20))
+    with open(a.path("big"), "wb") as fh:
+        fh.write(data)
+    wait_until(lambda: has(c, "big", len(data)), 20, "the file on C", interval=0.1)
+    fd = os.open(c.path("big"), os.O_WRONLY)
+    os.pwrite(fd, b"edited on C", 10 << 20)
+    os.fsync(fd)
+    os.close(fd)
+    data[10 << 20:(10 << 20) + 11] = b"edited on C"
+    want = hashlib.sha256(data).hexdigest()
+    fetched = c.status()["swarm"]["fetched_bytes"]
+    assert fetched < 12 << 20, f"C fetched {fetched} bytes to change 11"
+    wait_until(lambda: sha256_file(a.path("big")) == want, 20, "the edit on A", interval=0.5)
