@@ -61,6 +61,7 @@
 #define HAVE_SET_MAX (1u << 20)	   /* prefixes remembered per member */
 #define INVENTORY_MAX (4u << 20)   /* a store larger than this is not listed on connect */
 #define HAVE_FLUSH_MS 50
+#define ENDGAME_MS 1000
 #define CHOKE_MS 2000		   /* contribution rates and the optimistic peer */
 #define UNCHOKE_EVERY 8		   /* the optimistic peer gets one piece in this many */
 #define CONTRIB_MIN (64.0 * 1024)  /* bytes/s a peer sends us to count as contributing */
@@ -97,7 +98,7 @@ struct fetch {
 	uint32_t reqid;
 	uint8_t *buf;
 	uint32_t total, got;
-	uint64_t started, progress_at, round_at;
+	uint64_t started, progress_at, round_at, sent_at;
 	uint8_t tried[TRIED_MAX][32];
 	unsigned ntried, nasked, nnotfound;
 };
@@ -421,7 +422,7 @@ static int fetch_ask(struct swarm *s, struct fetch *f, struct swarm_peer *p)
 	p->req[slot] = f;
 	p->inflight++;
 	f->peer = p;
-	f->progress_at = ev_now(s->o.loop);
+	f->progress_at = f->sent_at = ev_now(s->o.loop);
 	f->nasked++;
 	mark_tried(f, p->id);
 	return 0;
@@ -952,6 +953,11 @@ static int on_pex(struct swarm_peer *p, const struct swarm_msg *m)
 }
 
 /* ---- who holds what ---- */
+
+static bool idle_has(const struct swarm_peer *p, uint64_t x)
+{
+	return idset_has(&p->has, x);
+}
 
 static int on_have(struct swarm_peer *p, const struct swarm_msg *m)
 {
@@ -1525,6 +1531,33 @@ static void find_holders(struct swarm *s, const uint8_t file[static CS_ID_LEN])
 	}
 }
 
+/*
+ * Endgame: with nothing left to hand out, a request that is slow (in flight
+ * over ENDGAME_MS and not half done) moves to a member that holds the chunk
+ * and has nothing in flight, so the last chunks of a transfer do not wait
+ * on the slowest member.
+ */
+static bool endgame_move(struct swarm *s, struct fetch *f, uint64_t now)
+{
+	struct swarm_peer *idle = NULL;
+	uint64_t x = prefix_of(f->id);
+
+	if (now - f->sent_at < ENDGAME_MS || (f->total && f->got >= f->total / 2))
+		return false;
+	for (struct fetch *g = s->fetches; g; g = g->next)
+		if (!g->peer)
+			return false; /* not the endgame: work is waiting */
+	for (struct swarm_peer *p = s->peers; p && !idle; p = p->next)
+		if (p != f->peer && p->member && !p->closing && !p->inflight &&
+		    idle_has(p, x) && !tried(f, p->id))
+			idle = p;
+	if (!idle)
+		return false;
+	s->st.endgame++;
+	fetch_detach(f);
+	return fetch_ask(s, f, idle) == 0;
+}
+
 /* ---- the tick: deadlines, stalls, retries, discovery ---- */
 
 static void on_tick(struct ev_timer *t)
@@ -1561,6 +1594,8 @@ static void on_tick(struct ev_timer *t)
 			fetch_finish(s, f, rc);
 			continue;
 		}
+		if (f->peer && endgame_move(s, f, now))
+			continue;
 		if (f->peer && now - f->progress_at >= s->o.stall_ms) {
 			char h[9];
 

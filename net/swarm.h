@@ -35,7 +35,9 @@
  * Fetching: each wanted chunk is asked of one member at a time: one that
  * said (HAVE) it holds it if any, else one not yet asked; the one with the
  * fewest requests in flight (SWARM_WINDOW per member); chunks a reader waits for go before
- * read-ahead. NOTFOUND moves the request to the next member; a member that
+ * read-ahead. NOTFOUND moves the request to the next member; in the
+ * endgame (nothing waiting) a request slow for a second moves to an idle
+ * member that holds the chunk; a member that
  * stops sending for stall_ms loses the request to another; a member whose
  * chunk fails verification is disconnected and refused for the life of the
  * process. With no member connected a fetch fails at once; otherwise it
@@ -172,7 +174,7 @@ struct swarm_stats {
 	unsigned fetches;	    /* chunks being fetched now */
 	uint64_t fetched, fetched_bytes; /* chunks received and verified */
 	uint64_t served, served_bytes;
-	uint64_t fetch_failed, bad_chunks, stalls, notfound;
+	uint64_t fetch_failed, bad_chunks, stalls, notfound, endgame;
 	uint64_t dht_lookups, dht_announces;
 	double rate_in, rate_out; /* chunk bytes per second, smoothed over seconds */
 };
