@@ -458,7 +458,19 @@ static void serve(struct dht *d, uint64_t now, const struct dht_addr *from, cons
 		r.type = DHT_PROVIDERS;
 		r.token = token_for(d, 0, from);
 		r.nproviders = dht__prov_get(&d->store, now, q->target, d->prov_rot++, r.providers,
-					     DHT_PROVIDERS_MAX);
+					     DHT_PROVIDERS_MAX - 1);
+		/* And ourselves, if we provide it: with no address, which the
+		 * asker fills in with the one it reached us at. */
+		for (size_t i = 0; i < d->nown; i++)
+			if (!memcmp(d->own[i].key, q->target, DHT_ID_LEN) && d->own[i].port) {
+				struct dht_contact *me = &r.providers[r.nproviders++];
+
+				memset(me, 0, sizeof(*me));
+				memcpy(me->id, d->id, DHT_ID_LEN);
+				me->addr.family = from->family;
+				me->addr.port = d->own[i].port;
+				break;
+			}
 		r.nnodes = dht__rt_closest(&d->rt, q->target, q->sender, r.nodes, srtt, DHT_K);
 		break;
 	case DHT_GET:

@@ -316,6 +316,14 @@ struct dht {
 	struct dht_stats st;
 };
 
+/* 0.0.0.0 or :: */
+static inline bool dht__ip_unspecified(const struct dht_addr *a)
+{
+	static const uint8_t zero[16];
+
+	return !memcmp(a->ip, zero, a->family == 4 ? 4 : 16);
+}
+
 struct dht__own {
 	uint8_t key[DHT_ID_LEN];
 	uint16_t port;

@@ -401,7 +401,19 @@ void dht__lookup_reply(struct dht *d, uint64_t now, const struct dht__rpc *r,
 			continue;
 		if (!l->nprov)
 			l->prov_hop = c->hop;
-		l->prov[l->nprov++] = m->providers[i];
+		l->prov[l->nprov] = m->providers[i];
+		/* A node naming itself gives no address (it may not know the one
+		 * we reach it at): it is the one that answered. */
+		if (!memcmp(m->providers[i].id, c->id, DHT_ID_LEN) &&
+		    dht__ip_unspecified(&m->providers[i].addr)) {
+			uint16_t port = m->providers[i].addr.port;
+
+			l->prov[l->nprov].addr = c->addr;
+			l->prov[l->nprov].addr.port = port;
+		} else if (dht__ip_unspecified(&m->providers[i].addr)) {
+			continue; /* no address for someone else: useless */
+		}
+		l->nprov++;
 	}
 	if (l->kind == DHT__L_GET && m->has_record && (!l->has_rec || m->record.seq > l->rec.seq)) {
 		uint8_t t[DHT_ID_LEN];

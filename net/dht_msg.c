@@ -25,7 +25,8 @@
  *   VALUE          u64 token, u8 has (0 or 1), [record], u8 n (<= 20), n nodes
  *   PUT            u64 token, u64 cas (0: none), record
  *
- *   address = u8 family (4 or 6), 4 or 16 bytes, u16 port (not 0; address not all zero)
+ *   address = u8 family (4 or 6), 4 or 16 bytes, u16 port (not 0; address not all zero,
+ *             except for a provider that names itself: the address it was asked at)
  *   contact = 32 id, address                         (39 or 51 bytes)
  *   node    = 32 id, u8 rtt, address                 (40 or 52 bytes)
  *             rtt: the sender's round trip to that node (dht__rtt_code: four
@@ -68,7 +69,9 @@ size_t dht__contact_wire_len(const struct dht_contact *c)
 
 /* ---- decoding ---- */
 
-static int get_addr(struct rbuf *r, struct dht_addr *a)
+/* @self_ok: an all-zero address (with a port) is allowed: a provider that
+ * names itself, whose address is the one the answer came from. */
+static int get_addr(struct rbuf *r, struct dht_addr *a, bool self_ok)
 {
 	int rc;
 
@@ -80,6 +83,8 @@ static int get_addr(struct rbuf *r, struct dht_addr *a)
 	if ((rc = rbuf_copy(r, a->ip, a->family == 4 ? 4 : 16)) < 0 ||
 	    (rc = rbuf_u16(r, &a->port)) < 0)
 		return rc;
+	if (self_ok && a->port && dht__ip_unspecified(a))
+		return 0;
 	return dht__addr_valid(a) ? 0 : -EPROTO;
 }
 
@@ -96,7 +101,7 @@ static int get_contacts(struct rbuf *r, struct dht_contact *out, uint8_t *rtt, s
 		return -EPROTO;
 	for (size_t i = 0; i < n; i++)
 		if ((rc = rbuf_copy(r, out[i].id, DHT_ID_LEN)) < 0 ||
-		    (rtt && (rc = rbuf_u8(r, &rtt[i])) < 0) || (rc = get_addr(r, &out[i].addr)) < 0)
+		    (rtt && (rc = rbuf_u8(r, &rtt[i])) < 0) || (rc = get_addr(r, &out[i].addr, !rtt)) < 0)
 			return rc;
 	*ret_n = n;
 	return 0;
@@ -131,7 +136,7 @@ static int get_body(struct rbuf *r, struct dht_msg *m)
 	case DHT_ACK:
 		return 0;
 	case DHT_PONG:
-		return get_addr(r, &m->observed);
+		return get_addr(r, &m->observed, false);
 	case DHT_FIND_NODE:
 	case DHT_GET_PROVIDERS:
 		return rbuf_copy(r, m->target, DHT_ID_LEN);
@@ -226,7 +231,8 @@ static void put_contacts(struct wbuf *w, const struct dht_contact *c, const uint
 	for (size_t i = 0; i < n && k < max; i++) {
 		size_t cl = dht__contact_wire_len(&c[i]) + (rtt ? 1 : 0);
 
-		if (!dht__addr_valid(&c[i].addr))
+		if (!dht__addr_valid(&c[i].addr) &&
+		    (rtt || !c[i].addr.port || !dht__ip_unspecified(&c[i].addr)))
 			continue;
 		if (used + cl > room)
 			break;

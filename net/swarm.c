@@ -62,6 +62,11 @@
 #define INVENTORY_MAX (4u << 20)   /* a store larger than this is not listed on connect */
 #define HAVE_FLUSH_MS 50
 #define ENDGAME_MS 1000
+#define REDIRECT_QUEUE 4 /* requests waiting in our queues: more asked than we send */
+#define RECENT_SENT 256			  /* chunks we started sending lately */
+#define PUMP_QUEUE (2u << 20)		  /* bytes queued per member before we wait */
+#define RECENT_MS 8000
+#define BUSY_RETRY_MS 500
 #define CHOKE_MS 2000		   /* contribution rates and the optimistic peer */
 #define UNCHOKE_EVERY 8		   /* the optimistic peer gets one piece in this many */
 #define CONTRIB_MIN (64.0 * 1024)  /* bytes/s a peer sends us to count as contributing */
@@ -101,10 +106,14 @@ struct fetch {
 	uint64_t started, progress_at, round_at, sent_at;
 	uint8_t tried[TRIED_MAX][32];
 	unsigned ntried, nasked, nnotfound;
+	uint8_t busy_id[32]; /* the member that said busy, at busy_at */
+	uint64_t busy_at;
 };
 
 struct serve {
 	struct serve *next;
+	bool busy;	  /* failed: held, but we are busy and others hold it */
+	bool urgent;	  /* a reader waits for it */
 	uint32_t reqid;
 	uint8_t id[CS_ID_LEN];
 	struct cs_buf *buf; /* NULL while the store reads it */
@@ -192,6 +201,8 @@ struct swarm_peer {
 	uint64_t ping_at_us;	/* when the unanswered PING went, 0 if none */
 	uint64_t srtt_us;
 	bool blocked;		/* its send queue is full: wait for writable() */
+	uint64_t *have_q;	/* HAVE prefixes waiting for room in the queue */
+	size_t have_n, have_cap;
 	uint64_t served_seq;	/* pieces_out when it last got one (turns) */
 	uint64_t rx_window;	/* chunk bytes it sent us since the last rechoke */
 	double rx_rate;		/* ... bytes per second, smoothed */
@@ -226,6 +237,12 @@ struct swarm {
 	uint64_t pieces_out;
 	struct swarm_peer *optimistic;
 	uint64_t rechoke_at;
+	struct {
+		uint64_t x;	 /* id prefix */
+		uint64_t at;	 /* ms */
+		const void *to;	 /* the member it went to */
+	} sent[RECENT_SENT];
+	unsigned sent_next;
 	uint64_t rate_at, rate_in_base, rate_out_base; /* for the smoothed rates */
 	uint64_t bytes_in; /* chunk bytes received in all */
 	double rate_in, rate_out;
@@ -244,6 +261,7 @@ struct swarm {
 static const struct tp_conn_cbs peer_cbs;
 static void refill(struct swarm *s);
 static void dispatch(struct swarm *s);
+static bool redirect(struct swarm *s, struct swarm_peer *asker, const uint8_t *id);
 
 /* ---- keys ---- */
 
@@ -395,6 +413,16 @@ static void mark_tried(struct fetch *f, const uint8_t *id)
 	memcpy(f->tried[f->ntried++], id, 32);
 }
 
+static void untry(struct fetch *f, const uint8_t *id)
+{
+	for (unsigned i = 0; i < f->ntried; i++)
+		if (!memcmp(f->tried[i], id, 32)) {
+			memmove(f->tried[i], f->tried[i + 1], (size_t)(f->ntried - i - 1) * 32);
+			f->ntried--;
+			return;
+		}
+}
+
 static unsigned count_members(const struct swarm *s)
 {
 	unsigned n = 0;
@@ -407,17 +435,21 @@ static unsigned count_members(const struct swarm *s)
 /* Ask @p for @f. */
 static int fetch_ask(struct swarm *s, struct fetch *f, struct swarm_peer *p)
 {
-	uint8_t body[4 + CS_ID_LEN];
+	struct swarm_msg m = { .type = M_GET };
+	uint8_t out[1 + 4 + CS_ID_LEN + 1];
 	unsigned slot;
+	long len;
 
 	for (slot = 0; slot < SWARM_WINDOW && p->req[slot]; slot++)
 		;
 	if (slot == SWARM_WINDOW)
 		return -EBUSY;
 	f->reqid = ++p->next_reqid;
-	be32_put(body, f->reqid);
-	memcpy(body + 4, f->id, CS_ID_LEN);
-	if (send_msg(p, M_GET, body, sizeof(body)) < 0)
+	m.u.get.reqid = f->reqid;
+	m.u.get.id = f->id;
+	m.u.get.flags = f->urgent ? SWARM_GET_URGENT : 0;
+	if ((len = swarm_msg_encode(&m, out, sizeof(out))) < 0 || !p->c ||
+	    tp_conn_send(p->c, out, (size_t)len) < 0)
 		return -EBUSY;
 	p->req[slot] = f;
 	p->inflight++;
@@ -455,9 +487,15 @@ static struct swarm_peer *pick(struct swarm *s, struct fetch *f, bool *ret_any_u
 	return best;
 }
 
-/* Give waiting fetches to members with room: those a reader waits for first. */
+/* Give waiting fetches to members with room: those a reader waits for
+ * first, then read-ahead and background work in a random order, so members
+ * fetching the same file ask a holder for different chunks at once and
+ * then trade them. */
 static void dispatch(struct swarm *s)
 {
+	struct fetch *later[256];
+	unsigned n = 0;
+
 	if (s->o.max_download) {
 		refill(s);
 		if (s->down_tokens < 0) {
@@ -469,16 +507,34 @@ static void dispatch(struct swarm *s)
 			return;
 		}
 	}
-	for (int pass = 0; pass < 2; pass++)
-		for (struct fetch *f = s->fetches; f; f = f->next) {
-			struct swarm_peer *p;
-			bool any;
+	for (struct fetch *f = s->fetches; f; f = f->next) {
+		struct swarm_peer *p;
+		bool any;
 
-			if (f->peer || f->urgent != (pass == 0))
-				continue;
-			if ((p = pick(s, f, &any)))
-				(void)fetch_ask(s, f, p);
+		if (f->peer)
+			continue;
+		if (!f->urgent) {
+			if (n < ARRAY_SIZE(later))
+				later[n++] = f;
+			continue;
 		}
+		if ((p = pick(s, f, &any)))
+			(void)fetch_ask(s, f, p);
+	}
+	for (unsigned i = n; i > 1; i--) {
+		unsigned k = randombytes_uniform(i);
+		struct fetch *t = later[i - 1];
+
+		later[i - 1] = later[k];
+		later[k] = t;
+	}
+	for (unsigned i = 0; i < n; i++) {
+		struct swarm_peer *p;
+		bool any;
+
+		if ((p = pick(s, later[i], &any)))
+			(void)fetch_ask(s, later[i], p);
+	}
 }
 
 static void fetch_fail_log(struct swarm *s, struct fetch *f, int rc)
@@ -643,16 +699,69 @@ static struct swarm_peer *next_to_serve(struct swarm *s)
 	return best;
 }
 
-/* One step of @p's queue: a NOTFOUND or one DATA piece. 1 sent, -ENOBUFS full. */
+static bool busy(const struct swarm *s)
+{
+	unsigned queued = 0;
+	size_t bytes = 0;
+
+	for (const struct swarm_peer *p = s->peers; p; p = p->next) {
+		queued += p->nsq;
+		if (p->c && p->member)
+			bytes += tp_conn_queued(p->c);
+	}
+	/* Requests waiting, or our send queues not draining: the wire, not
+	 * the asking, limits what we send. */
+	return queued >= REDIRECT_QUEUE || bytes >= SWARM_PIECE;
+}
+
+/* Did we start sending this chunk to another member in the last RECENT_MS? */
+static bool sent_to_other(const struct swarm *s, const struct swarm_peer *p, uint64_t x,
+			  uint64_t now)
+{
+	for (unsigned i = 0; i < RECENT_SENT; i++)
+		if (s->sent[i].x == x && s->sent[i].to != p && now - s->sent[i].at < RECENT_MS)
+			return true;
+	return false;
+}
+
+static void note_sent(struct swarm *s, const struct swarm_peer *p, uint64_t x)
+{
+	unsigned i = s->sent_next++ % RECENT_SENT;
+
+	s->sent[i].x = x;
+	s->sent[i].at = ev_now(s->o.loop);
+	s->sent[i].to = p;
+}
+
+/* One step of @p's queue: a NOTFOUND or one DATA piece. 1 sent, 0 nothing
+ * (the head moved back), -ENOBUFS full. */
 static int serve_one(struct swarm *s, struct swarm_peer *p)
 {
 	struct serve *q = p->sq;
 	uint8_t hdr[DATA_HDR];
 	int rc;
 
+	if (!q->failed && q->off == 0 && busy(s)) {
+		uint64_t x = prefix_of(q->id);
+
+		if (redirect(s, p, q->id) || sent_to_other(s, p, x, ev_now(s->o.loop))) {
+			/* Another member has it, or will in a moment: our
+			 * upload goes to what only we have. */
+			q->failed = q->busy = true;
+			s->st.redirects++;
+		}
+	}
+	if (!q->failed && q->off == 0)
+		note_sent(s, p, prefix_of(q->id));
 	if (q->failed) {
-		be32_put(hdr, q->reqid);
-		rc = send_msg(p, M_NOTFOUND, hdr, 4);
+		struct swarm_msg m = { .type = M_NOTFOUND };
+		uint8_t out[6];
+		long len;
+
+		m.u.notfound.reqid = q->reqid;
+		m.u.notfound.reason = q->busy ? SWARM_NF_BUSY : SWARM_NF_MISSING;
+		len = swarm_msg_encode(&m, out, sizeof(out));
+		rc = len > 0 ? tp_conn_send(p->c, out, (size_t)len) : -EINVAL;
 	} else {
 		size_t len = cs_buf_len(q->buf);
 		size_t n = P2P_MIN((size_t)SWARM_PIECE, len - q->off);
@@ -722,6 +831,13 @@ static void upload_pump(struct swarm *s)
 			}
 			if (!(p = next_to_serve(s)))
 				break;
+			if (tp_conn_queued(p->c) >= PUMP_QUEUE) {
+				/* Keep little queued per member, so the choice of
+				 * what goes next is made close to the wire. */
+				p->blocked = true;
+				tp_conn_want_writable(p->c, PUMP_QUEUE / 2);
+				continue;
+			}
 			rc = serve_one(s, p);
 			if (rc == -ENOBUFS)
 				p->blocked = true; /* writable() unblocks it */
@@ -781,6 +897,25 @@ static void on_serve_read(void *arg, int rc, struct cs_buf *b)
 	upload_pump(q->p->s);
 }
 
+/*
+ * Redirect: while more is asked of us than we can send (REDIRECT_QUEUE
+ * requests queued over all members), a chunk another member holds is
+ * answered NOTFOUND, so the asker gets it there and our upload goes to
+ * chunks only we have: each leaves us about once, and members trade the
+ * rest among themselves.
+ */
+static bool redirect(struct swarm *s, struct swarm_peer *asker, const uint8_t *id)
+{
+	uint64_t x = prefix_of(id);
+
+	if (!busy(s))
+		return false;
+	for (struct swarm_peer *p = s->peers; p; p = p->next)
+		if (p != asker && p->member && !p->closing && idset_has(&p->has, x))
+			return true;
+	return false;
+}
+
 static int on_get(struct swarm_peer *p, const struct swarm_msg *m)
 {
 	struct serve *q;
@@ -795,24 +930,35 @@ static int on_get(struct swarm_peer *p, const struct swarm_msg *m)
 		return -ENOMEM;
 	q->reqid = reqid;
 	q->p = p;
+	q->urgent = m->u.get.flags & SWARM_GET_URGENT;
 	memcpy(q->id, id, CS_ID_LEN);
 	*p->sq_tail = q;
 	p->sq_tail = &q->next;
 	p->nsq++;
-	rc = cs_read(p->s->o.cs, id, on_serve_read, q, &b);
-	if (rc == 1)
-		q->buf = b;
-	else if (rc < 0)
-		q->failed = true;
+	if (redirect(p->s, p, id)) {
+		q->failed = q->busy = true;
+		p->s->st.redirects++;
+	} else {
+		rc = cs_read(p->s->o.cs, id, on_serve_read, q, &b);
+		if (rc == 1)
+			q->buf = b;
+		else if (rc < 0)
+			q->failed = true;
+		if (q->failed)
+			p->s->st.notfound++;
+	}
 	if (q->failed) {
-		p->s->st.notfound++;
 		if (p->sq != q) {
 			/* Say so at once rather than behind the chunks queued before it. */
-			uint8_t body[4];
+			struct swarm_msg nf = { .type = M_NOTFOUND };
 			struct serve **pp = &p->sq;
+			uint8_t out[6];
+			long len;
 
-			be32_put(body, reqid);
-			if (send_msg(p, M_NOTFOUND, body, 4) == 0) {
+			nf.u.notfound.reqid = reqid;
+			nf.u.notfound.reason = q->busy ? SWARM_NF_BUSY : SWARM_NF_MISSING;
+			len = swarm_msg_encode(&nf, out, sizeof(out));
+			if (len > 0 && tp_conn_send(p->c, out, (size_t)len) == 0) {
 				while (*pp != q)
 					pp = &(*pp)->next;
 				*pp = NULL;
@@ -872,7 +1018,13 @@ static int on_notfound(struct swarm_peer *p, const struct swarm_msg *m)
 
 	if (!(f = req_find(p, m->u.notfound.reqid)))
 		return 0;
-	f->nnotfound++;
+	if (m->u.notfound.reason == SWARM_NF_BUSY) {
+		/* It has it but is busy: others first, and back to it soon. */
+		f->busy_at = ev_now(p->s->o.loop);
+		memcpy(f->busy_id, p->id, 32);
+	} else {
+		f->nnotfound++;
+	}
 	fetch_detach(f);
 	return 0;
 }
@@ -966,29 +1118,73 @@ static int on_have(struct swarm_peer *p, const struct swarm_msg *m)
 
 		idset_add(&p->has, x ? x : 1);
 	}
+	/* A member asked before it had a chunk may be asked again now. */
+	for (struct fetch *f = p->s->fetches; f; f = f->next)
+		if (!f->peer && tried(f, p->id) && idset_has(&p->has, prefix_of(f->id)))
+			untry(f, p->id);
 	dispatch(p->s);
 	return 0;
 }
 
+/* Keep prefixes a full send queue refused, to send on writable(). */
+static void have_keep(struct swarm_peer *p, const uint64_t *v, size_t n)
+{
+	if (p->have_n + n > p->have_cap) {
+		size_t cap = p->have_cap ? p->have_cap : 1024;
+		uint64_t *nv;
+
+		while (cap < p->have_n + n)
+			cap *= 2;
+		if (cap > HAVE_SET_MAX || !(nv = realloc(p->have_q, cap * sizeof(*nv))))
+			return; /* lost: the member asks us anyway */
+		p->have_q = nv;
+		p->have_cap = cap;
+	}
+	memcpy(p->have_q + p->have_n, v, n * sizeof(*v));
+	p->have_n += n;
+}
+
 static void send_have(struct swarm_peer *p, const uint64_t *v, size_t n)
 {
-	uint8_t *body = malloc(2 + HAVE_MAX * 8);
+	uint8_t *body;
 
-	if (!body)
+	if (p->have_n) { /* keep the order: behind what waits already */
+		have_keep(p, v, n);
+		return;
+	}
+	if (!(body = malloc(2 + HAVE_MAX * 8)))
 		return;
 	while (n) {
 		size_t k = P2P_MIN(n, (size_t)HAVE_MAX);
+		int rc;
 
 		body[0] = (uint8_t)(k >> 8);
 		body[1] = (uint8_t)k;
 		for (size_t i = 0; i < k; i++)
 			be64_put(body + 2 + 8 * i, v[i]);
-		if (send_msg(p, M_HAVE, body, 2 + 8 * k) < 0)
-			break; /* lost: the member asks us anyway */
+		if ((rc = send_msg(p, M_HAVE, body, 2 + 8 * k)) < 0) {
+			if (rc == -ENOBUFS)
+				have_keep(p, v, n);
+			break;
+		}
 		v += k;
 		n -= k;
 	}
 	free(body);
+}
+
+/* writable(): what a full queue refused. */
+static void have_flush(struct swarm_peer *p)
+{
+	uint64_t *v = p->have_q;
+	size_t n = p->have_n;
+
+	if (!n)
+		return;
+	p->have_q = NULL;
+	p->have_n = p->have_cap = 0;
+	send_have(p, v, n);
+	free(v);
 }
 
 struct inventory {
@@ -1143,6 +1339,7 @@ static void peer_unlink_free(struct swarm_peer *p)
 		}
 	peer_drop_state(p);
 	free(p->has.v);
+	free(p->have_q);
 	free(p);
 	dispatch(s);
 }
@@ -1325,6 +1522,7 @@ static void on_writable(void *arg, struct tp_conn *c)
 	(void)c;
 	if (*(int *)arg == K_PEER) {
 		p->blocked = false;
+		have_flush(p);
 		upload_pump(p->s);
 	}
 }
@@ -1594,6 +1792,10 @@ static void on_tick(struct ev_timer *t)
 			fetch_finish(s, f, rc);
 			continue;
 		}
+		if (f->busy_at && now - f->busy_at >= BUSY_RETRY_MS) {
+			untry(f, f->busy_id); /* the busy member may have time now */
+			f->busy_at = 0;
+		}
 		if (f->peer && endgame_move(s, f, now))
 			continue;
 		if (f->peer && now - f->progress_at >= s->o.stall_ms) {
@@ -1731,6 +1933,7 @@ void swarm_free(struct swarm *s)
 			tp_conn_close(p->c);
 		peer_drop_state(p);
 		free(p->has.v);
+		free(p->have_q);
 		free(p);
 	}
 	free(s->announce);

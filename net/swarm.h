@@ -13,9 +13,10 @@
  *   type  name      body
  *   1     HELLO     version (1), share tag (32), proof (32), TCP port (2),
  *                   flags (1: bit 0 = may write)
- *   2     GET       request id (4), chunk id (32)
+ *   2     GET       request id (4), chunk id (32) [, flags (1): 1 = a reader waits]
  *   3     DATA      request id (4), chunk length (4), offset (4), bytes
- *   4     NOTFOUND  request id (4)
+ *   4     NOTFOUND  request id (4) [, reason (1): 1 = busy, ask others first;
+ *                   absent: not stored here]
  *   5     PEX       count (1, <= SWARM_PEX_MAX), then per member: node id
  *                   (32), family (1: 4 or 6), address (16), TCP port (2)
  *   6     HAVE      count (2, <= 16384), then per chunk the first 8 bytes
@@ -42,6 +43,11 @@
  * chunk fails verification is disconnected and refused for the life of the
  * process. With no member connected a fetch fails at once; otherwise it
  * fails after fetch_timeout_ms with one log line naming the chunk and why.
+ *
+ * A member asked for more than it can send (16 requests queued) answers
+ * NOTFOUND for chunks another member holds, so its upload goes to chunks
+ * only it has and members trade the rest (like a seed that sends each
+ * piece once).
  *
  * Upload: pieces go out one at a time to whoever should have them next:
  * peers that upload to us ("contributors": at least 64 KiB/s, smoothed over
@@ -174,7 +180,7 @@ struct swarm_stats {
 	unsigned fetches;	    /* chunks being fetched now */
 	uint64_t fetched, fetched_bytes; /* chunks received and verified */
 	uint64_t served, served_bytes;
-	uint64_t fetch_failed, bad_chunks, stalls, notfound, endgame;
+	uint64_t fetch_failed, bad_chunks, stalls, notfound, endgame, redirects;
 	uint64_t dht_lookups, dht_announces;
 	double rate_in, rate_out; /* chunk bytes per second, smoothed over seconds */
 };

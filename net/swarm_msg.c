@@ -31,6 +31,8 @@ int swarm_msg_decode(const uint8_t *buf, size_t len, struct swarm_msg *m)
 	case SWARM_M_GET:
 		if (rbuf_u32(&r, &m->u.get.reqid) < 0 || rbuf_ref(&r, 32, &m->u.get.id) < 0)
 			return -EPROTO;
+		if (rbuf_left(&r) && (rbuf_u8(&r, &m->u.get.flags) < 0 || !m->u.get.flags))
+			return -EPROTO; /* no flags: no byte */
 		break;
 	case SWARM_M_DATA:
 		if (rbuf_u32(&r, &m->u.data.reqid) < 0 || rbuf_u32(&r, &m->u.data.total) < 0 ||
@@ -47,6 +49,9 @@ int swarm_msg_decode(const uint8_t *buf, size_t len, struct swarm_msg *m)
 	case SWARM_M_NOTFOUND:
 		if (rbuf_u32(&r, &m->u.notfound.reqid) < 0)
 			return -EPROTO;
+		if (rbuf_left(&r) && (rbuf_u8(&r, &m->u.notfound.reason) < 0 ||
+				      m->u.notfound.reason == SWARM_NF_MISSING))
+			return -EPROTO; /* the reason byte is absent for "missing" */
 		break;
 	case SWARM_M_PEX:
 		if (rbuf_u8(&r, &n8) < 0 || n8 > SWARM_PEX_LIMIT ||
@@ -117,6 +122,8 @@ long swarm_msg_encode(const struct swarm_msg *m, uint8_t *out, size_t cap)
 	case SWARM_M_GET:
 		wbuf_u32(&w, m->u.get.reqid);
 		wbuf_bytes(&w, m->u.get.id, 32);
+		if (m->u.get.flags)
+			wbuf_u8(&w, m->u.get.flags);
 		break;
 	case SWARM_M_DATA:
 		wbuf_u32(&w, m->u.data.reqid);
@@ -125,6 +132,8 @@ long swarm_msg_encode(const struct swarm_msg *m, uint8_t *out, size_t cap)
 		break;
 	case SWARM_M_NOTFOUND:
 		wbuf_u32(&w, m->u.notfound.reqid);
+		if (m->u.notfound.reason != SWARM_NF_MISSING)
+			wbuf_u8(&w, m->u.notfound.reason);
 		break;
 	case SWARM_M_PEX:
 		if (m->u.pex.n > SWARM_PEX_LIMIT)

@@ -25,6 +25,16 @@ enum swarm_msg_type {
 	SWARM_M_PONG = 8,
 };
 
+/* Why a NOTFOUND: not stored here (no reason byte on the wire), or busy:
+ * held, but others hold it too and our upload is spoken for — ask them,
+ * and ask us again later. */
+enum swarm_nf_reason {
+	SWARM_NF_MISSING = 0,
+	SWARM_NF_BUSY = 1,
+};
+
+#define SWARM_GET_URGENT 1 /* a reader waits for it */
+
 #define SWARM_HELLO_VERSION 1
 #define SWARM_HELLO_LEN (1 + 1 + 32 + 32 + 2 + 1)
 #define SWARM_DATA_HDR (1 + 4 + 4 + 4)
@@ -48,6 +58,7 @@ struct swarm_msg {
 		struct {
 			uint32_t reqid;
 			const uint8_t *id; /* 32 */
+			uint8_t flags;	   /* SWARM_GET_URGENT */
 		} get;
 		struct {
 			uint32_t reqid, total, off;
@@ -56,6 +67,7 @@ struct swarm_msg {
 		} data;
 		struct {
 			uint32_t reqid;
+			uint8_t reason; /* enum swarm_nf_reason */
 		} notfound;
 		struct {
 			unsigned n;

@@ -87,6 +87,7 @@ struct tp_conn {
 	unsigned nops; /* operations in flight (invariant 1) */
 	int fail_rc;   /* a failure to report from the timer (invariant 2) */
 	bool want_writable;
+	size_t writable_below; /* 0: half the queue */
 
 	struct ev_op conn_op, rx_op, tx_op;
 	bool conn_busy, rx_busy, tx_busy;
@@ -411,7 +412,8 @@ static void on_tx(struct ev_op *op, int32_t res)
 		(void)shutdown(c->fd, SHUT_WR);
 		c->st = C_LINGER;
 	}
-	if (c->want_writable && c->st == C_UP && txq_len(&c->q) <= c->q.cap / 2) {
+	if (c->want_writable && c->st == C_UP &&
+	    txq_len(&c->q) <= (c->writable_below ? c->writable_below : c->q.cap / 2)) {
 		c->want_writable = false;
 		if (c->cbs.writable)
 			c->cbs.writable(c->arg, c);
@@ -460,6 +462,7 @@ static int queue_frame(struct tp_conn *c, const struct iovec *iov, unsigned n, s
 
 	if (!at) {
 		c->want_writable = true;
+		c->writable_below = 0;
 		return -ENOBUFS;
 	}
 	if (!txq_len(&c->q))
@@ -682,6 +685,12 @@ static int arm_rx(struct tp_conn *c)
 const uint8_t *tp_conn_peer_id(const struct tp_conn *c)
 {
 	return tp_peer_id(c->tp);
+}
+
+void tp_conn_want_writable(struct tp_conn *c, size_t below)
+{
+	c->want_writable = true;
+	c->writable_below = below;
 }
 
 const uint8_t *tp_conn_session_id(const struct tp_conn *c)

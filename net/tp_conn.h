@@ -106,6 +106,10 @@ P2P_MUST_CHECK int tp_conn_send(struct tp_conn *c, const void *data, size_t len)
 P2P_MUST_CHECK int tp_conn_sendv(struct tp_conn *c, const struct iovec *iov, unsigned n);
 /* Bytes queued and not yet taken by the kernel. */
 size_t tp_conn_queued(const struct tp_conn *c);
+/* Call cbs->writable once the queue holds at most @below bytes (0: half of
+ * it), for senders that keep less queued than the queue could take. Only
+ * useful while more than @below is queued. */
+void tp_conn_want_writable(struct tp_conn *c, size_t below);
 
 /* Once up: the peer's node id (PEER_ID_LEN bytes), else NULL. */
 const uint8_t *tp_conn_peer_id(const struct tp_conn *c);
