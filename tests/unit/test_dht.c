@@ -1105,6 +1105,48 @@ static void statistics_add_up(void)
 	free_nodes();
 }
 
+/* Two nodes alone, both providing one key: each holds only the other's
+ * record, so each is found only because a provider names itself (with no
+ * address: the asker knows where it reached it). */
+static void a_provider_names_itself(void)
+{
+	uint8_t key[DHT_ID_LEN];
+
+	make_nodes(2, NULL);
+	join_all();
+	t_rand_fill(key, sizeof(key));
+	for (size_t i = 0; i < 2; i++) {
+		struct res x = { 0 };
+
+		cur = i;
+		T_ASSERT_OK(dht_add_provider(nd[i], now, key, (uint16_t)(7000 + i), on_done, &x));
+		kick(i);
+		run_for(1000);
+		T_ASSERT(x.done);
+	}
+	for (size_t i = 0; i < 2; i++) {
+		struct res x = { 0 };
+		bool other = false;
+
+		cur = i;
+		T_ASSERT_OK(dht_get_providers(nd[i], now, key, on_done, &x));
+		kick(i);
+		run_for(1000);
+		T_ASSERT(x.done);
+		T_ASSERT_OK(x.r.rc);
+		for (size_t k = 0; k < x.r.nproviders; k++)
+			if (!memcmp(x.r.providers[k].id, ids[1 - i], DHT_ID_LEN)) {
+				struct dht_addr want = addr_of(1 - i);
+
+				T_ASSERT_EQ(x.r.providers[k].addr.port, 7000 + (1 - i));
+				T_ASSERT_MEM_EQ(x.r.providers[k].addr.ip, want.ip, 16);
+				other = true;
+			}
+		T_ASSERT(other);
+	}
+	free_nodes();
+}
+
 static void free_with_lookups_running(void)
 {
 	make_nodes(50, NULL);
@@ -1131,4 +1173,4 @@ T_MAIN(T_CASE(lookups_find_the_closest_node), T_CASE(done_never_runs_inside_the_
        T_CASE(garbage_is_counted_and_ignored), T_CASE(signed_records_follow_sequence_and_cas_rules),
        T_CASE(forged_records_are_refused_by_storers), T_CASE(stores_keep_their_caps),
        T_CASE(a_restarted_node_rejoins_from_its_saved_table), T_CASE(statistics_add_up),
-       T_CASE(free_with_lookups_running))
+       T_CASE(a_provider_names_itself), T_CASE(free_with_lookups_running))
