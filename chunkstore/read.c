@@ -214,6 +214,33 @@ static void cache_insert(struct cs_mem *m, struct cs_buf *b)
 	atomic_store(&m->s->mem_bytes, m->bytes);
 }
 
+static struct cs_mem *mem_get(struct cs_store *s);
+
+struct cs_buf *cs_cache_put(struct cs_store *s, const uint8_t id[static CS_ID_LEN], void *mem,
+			    size_t len)
+{
+	struct cs_mem *m = s->loop ? mem_get(s) : NULL;
+	struct cs_buf *b = calloc(1, sizeof(*b));
+
+	if (!b) {
+		free(mem);
+		return NULL;
+	}
+	atomic_init(&b->refs, 1);
+	b->len = (uint32_t)len;
+	b->data = mem;
+	b->mem = mem;
+	memcpy(b->id, id, CS_ID_LEN);
+	if (m && !cache_find(m, id)) {
+		if (!m->owner_set) {
+			m->owner = pthread_self();
+			m->owner_set = true;
+		}
+		cache_insert(m, b);
+	}
+	return b;
+}
+
 /* ---- reads ---- */
 
 static void on_read(struct ev_op *op, int32_t res);

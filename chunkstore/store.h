@@ -121,6 +121,15 @@ void cs_buf_unref(struct cs_buf *b); /* NULL is a no-op */
 /* Bind cs_read to @loop (the loop whose thread will call it). */
 void cs_store_set_loop(struct cs_store *s, struct ev_loop *loop);
 
+/*
+ * cs_cache_put() - a buffer for chunk @id from @mem (malloc'd, @len bytes,
+ * already verified against @id by the caller; ownership passes here), put
+ * in the memory cache for later cs_read calls. Returns a new reference, or
+ * NULL (out of memory; @mem is freed). Loop thread only.
+ */
+struct cs_buf *cs_cache_put(struct cs_store *s, const uint8_t id[static CS_ID_LEN], void *mem,
+			    size_t len);
+
 /* @rc is 0 with @buf (borrowed: cs_buf_ref() to keep it), or -ENOENT/-EBADMSG/-EIO with NULL. */
 typedef void cs_read_fn(void *arg, int rc, struct cs_buf *buf);
 

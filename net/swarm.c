@@ -367,8 +367,8 @@ static void fetch_detach(struct fetch *f)
 	f->got = f->total = 0;
 }
 
-/* Hand the chunk (or @rc) to every waiter and free @f. */
-static void fetch_finish(struct swarm *s, struct fetch *f, int rc)
+/* Hand the chunk (@b, or @rc) to every waiter and free @f. */
+static void fetch_finish_buf(struct swarm *s, struct fetch *f, int rc, struct cs_buf *b)
 {
 	struct waiter *w = f->waiters;
 
@@ -376,14 +376,16 @@ static void fetch_finish(struct swarm *s, struct fetch *f, int rc)
 	fetch_unlink(s, f);
 	while (w) {
 		struct waiter *next = w->next;
-		struct cs_buf *b = NULL;
+		struct cs_buf *rb = NULL;
 		int r = rc;
 
-		if (r == 0) {
-			r = cs_read(s->o.cs, f->id, w->cb, w->arg, &b);
+		if (r == 0 && b) {
+			w->cb(w->arg, 0, b);
+		} else if (r == 0) {
+			r = cs_read(s->o.cs, f->id, w->cb, w->arg, &rb);
 			if (r == 1) {
-				w->cb(w->arg, 0, b);
-				cs_buf_unref(b);
+				w->cb(w->arg, 0, rb);
+				cs_buf_unref(rb);
 			} else if (r < 0) {
 				w->cb(w->arg, r == -ENOENT ? -EIO : r, NULL);
 			}
@@ -394,6 +396,11 @@ static void fetch_finish(struct swarm *s, struct fetch *f, int rc)
 		w = next;
 	}
 	free(f);
+}
+
+static void fetch_finish(struct swarm *s, struct fetch *f, int rc)
+{
+	fetch_finish_buf(s, f, rc, NULL);
 }
 
 static bool tried(const struct fetch *f, const uint8_t *id)
@@ -629,10 +636,20 @@ static void fetch_complete(struct swarm *s, struct swarm_peer *p, struct fetch *
 	s->st.fetched_bytes += f->total;
 	p->chunks_in++;
 	if (rc < 0) {
+		/* Not stored (the disk is full?): the readers still get it. */
 		hex8(h, f->id);
 		log_error("chunk %s arrived but cannot be stored: %s", h, strerror(-rc));
 	}
-	fetch_finish(s, f, rc < 0 ? -EIO : 0);
+	{
+		/* The verified bytes go to the readers as they are (and to the
+		 * memory cache), not read back from the disk. */
+		struct cs_buf *b = cs_cache_put(s->o.cs, f->id, f->buf, f->total);
+
+		f->buf = NULL;
+		f->got = f->total = 0;
+		fetch_finish_buf(s, f, b ? 0 : -EIO, b);
+		cs_buf_unref(b);
+	}
 }
 
 /* ---- serving ---- */
