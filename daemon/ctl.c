@@ -8,7 +8,9 @@
  *     scrub) and is written as it is produced.
  *  2. A receive stays queued after the request so a client that hangs up is
  *     noticed (ctl_gone) and long operations can stop.
- *  3. A connection is freed only when no operation is in flight on it.
+ *  3. A connection is freed only when no operation is in flight on it, and
+ *     once its request was dispatched, only after ctl_end(): whoever
+ *     handles a request may hold the connection until it answers.
  */
 #define LOG_SUBSYS "ctl"
 #include "daemon/daemon.h"
@@ -65,7 +67,9 @@ static void conn_maybe_free(struct ctl_conn *c)
 		c->cancelled = true;
 		(void)!ev_cancel(c->s->loop, &c->recv_op);
 	}
-	if (c->inflight || !(c->ended || c->gone))
+	/* A request handed to the daemon keeps its connection until ctl_end(),
+	 * even after the client hung up: the handler still holds it. */
+	if (c->inflight || !(c->ended || c->gone) || (c->have_request && !c->ended))
 		return;
 	if (c->ended && !c->gone && (c->out_len || c->sending))
 		return;
