@@ -62,6 +62,7 @@
 #define INVENTORY_MAX (4u << 20)   /* a store larger than this is not listed on connect */
 #define HAVE_FLUSH_MS 50
 #define ENDGAME_MS 1000
+#define PEX_EVERY_MS 30000
 #define REDIRECT_QUEUE 4 /* requests waiting in our queues: more asked than we send */
 #define RECENT_SENT 256			  /* chunks we started sending lately */
 #define PUMP_QUEUE (2u << 20)		  /* bytes queued per member before we wait */
@@ -82,6 +83,8 @@ struct swarm_addr {
 	struct dht_addr a;
 	uint8_t id[32];
 	bool has_id;
+	bool configured;  /* --peer: dialled whatever gossip says */
+	uint64_t heard_at; /* ms: when it was last heard from, by us or (gossip) others */
 	unsigned fails;
 	uint64_t next_try;
 };
@@ -201,6 +204,8 @@ struct swarm_peer {
 	uint64_t ping_at_us;	/* when the unanswered PING went, 0 if none */
 	uint64_t srtt_us;
 	bool blocked;		/* its send queue is full: wait for writable() */
+	uint64_t heard_at;	/* ms: the last frame from it */
+	uint64_t pex_at;	/* ms: our last PEX to it */
 	uint64_t *have_q;	/* HAVE prefixes waiting for room in the queue */
 	size_t have_n, have_cap;
 	uint64_t served_seq;	/* pieces_out when it last got one (turns) */
@@ -1048,12 +1053,12 @@ static int on_notfound(struct swarm_peer *p, const struct swarm_msg *m)
 
 /* ---- peer exchange ---- */
 
-static void addr_add(struct swarm *s, const struct dht_addr *a, const uint8_t *id)
+static struct swarm_addr *addr_add(struct swarm *s, const struct dht_addr *a, const uint8_t *id)
 {
 	struct swarm_addr *x = NULL;
 
 	if (id && (!memcmp(id, s->self, 32) || banned(s, id)))
-		return;
+		return NULL;
 	for (unsigned i = 0; i < s->naddrs; i++)
 		if (dht_addr_eq(&s->addrs[i].a, a)) {
 			x = &s->addrs[i];
@@ -1068,39 +1073,62 @@ static void addr_add(struct swarm *s, const struct dht_addr *a, const uint8_t *i
 				if (s->addrs[i].fails > s->addrs[worst].fails)
 					worst = i;
 			if (!s->addrs[worst].fails)
-				return;
+				return NULL;
 			x = &s->addrs[worst];
 		} else {
 			x = &s->addrs[s->naddrs++];
 		}
 		memset(x, 0, sizeof(*x));
 		x->a = *a;
+		x->heard_at = ev_now(s->o.loop); /* news of it just came */
 	}
 	if (id) {
 		memcpy(x->id, id, 32);
 		x->has_id = true;
 	}
+	return x;
 }
 
+static void pex_put(uint8_t *e, const uint8_t *id, const struct dht_addr *a, uint64_t age_ms)
+{
+	uint64_t age = P2P_MIN(age_ms / 1000, 0xffffULL);
+
+	memcpy(e, id, 32);
+	e[32] = a->family;
+	memcpy(e + 33, a->ip, 16);
+	e[49] = (uint8_t)(a->port >> 8);
+	e[50] = (uint8_t)a->port;
+	e[51] = (uint8_t)(age >> 8);
+	e[52] = (uint8_t)age;
+}
+
+/* Up to SWARM_PEX_MAX members we know alive: connected ones first. */
 static void send_pex(struct swarm *s, struct swarm_peer *to)
 {
 	uint8_t entries[SWARM_PEX_MAX * SWARM_PEX_ENTRY], out[1 + 1 + sizeof(entries)];
 	struct swarm_msg m = { .type = M_PEX };
+	uint64_t now = ev_now(s->o.loop);
 	unsigned n = 0;
 	long len;
 
 	for (struct swarm_peer *p = s->peers; p && n < SWARM_PEX_MAX; p = p->next) {
-		uint8_t *e = entries + (size_t)n * SWARM_PEX_ENTRY;
-
 		if (p == to || !p->member || p->closing || !p->listen.port)
 			continue;
-		memcpy(e, p->id, 32);
-		e[32] = p->listen.family;
-		memcpy(e + 33, p->listen.ip, 16);
-		e[49] = (uint8_t)(p->listen.port >> 8);
-		e[50] = (uint8_t)p->listen.port;
-		n++;
+		pex_put(entries + (size_t)n++ * SWARM_PEX_ENTRY, p->id, &p->listen,
+			now - P2P_MIN(now, p->heard_at));
 	}
+	for (unsigned i = 0; i < s->naddrs && n < SWARM_PEX_MAX; i++) {
+		struct swarm_addr *x = &s->addrs[i];
+		bool dup = false;
+
+		if (!x->has_id || now - x->heard_at >= SWARM_LIVENESS_MS || !memcmp(x->id, to->id, 32))
+			continue;
+		for (unsigned k = 0; k < n && !dup; k++)
+			dup = !memcmp(entries + (size_t)k * SWARM_PEX_ENTRY, x->id, 32);
+		if (!dup)
+			pex_put(entries + (size_t)n++ * SWARM_PEX_ENTRY, x->id, &x->a, now - x->heard_at);
+	}
+	to->pex_at = now;
 	if (!n)
 		return;
 	m.u.pex.n = n;
@@ -1111,12 +1139,21 @@ static void send_pex(struct swarm *s, struct swarm_peer *to)
 
 static int on_pex(struct swarm_peer *p, const struct swarm_msg *m)
 {
+	uint64_t now = ev_now(p->s->o.loop);
+
 	for (unsigned i = 0; i < m->u.pex.n; i++) {
 		uint8_t id[32];
 		struct dht_addr a;
+		struct swarm_addr *x;
+		uint16_t age;
 
-		if (swarm_msg_pex_entry(m, i, id, &a))
-			addr_add(p->s, &a, id);
+		if (!swarm_msg_pex_entry(m, i, id, &a, &age))
+			continue;
+		if ((x = addr_add(p->s, &a, id))) {
+			uint64_t heard = now - P2P_MIN(now, (uint64_t)age * 1000);
+
+			x->heard_at = P2P_MAX(x->heard_at, heard);
+		}
 	}
 	return 0;
 }
@@ -1415,9 +1452,11 @@ static int on_hello(struct swarm_peer *p, const struct swarm_msg *m)
 		memset(&ss, 0, sizeof(ss));
 		memcpy(&ss, sa, P2P_MIN((size_t)sl, sizeof(ss)));
 		if (dht_addr_from_sockaddr(&ss, &p->listen)) {
+			struct swarm_addr *x;
+
 			p->listen.port = port;
-			if (port)
-				addr_add(s, &p->listen, p->id);
+			if (port && (x = addr_add(s, &p->listen, p->id)))
+				x->heard_at = ev_now(s->o.loop);
 		}
 	}
 	/* Two connections between the same nodes (both dialled): keep the one
@@ -1490,6 +1529,7 @@ static void on_frame(void *arg, struct tp_conn *c, uint8_t *data, size_t len)
 	(void)c;
 	if (*(int *)arg != K_PEER || p->closing)
 		return;
+	p->heard_at = ev_now(s->o.loop);
 	rc = swarm_msg_decode(data, len, &m);
 	if (rc < 0) {
 		/* reported below */
@@ -1619,6 +1659,8 @@ static void maintain_connections(struct swarm *s)
 
 		if (x->next_try > now || connected_to(s, x) || (x->has_id && banned(s, x->id)))
 			continue;
+		if (!x->configured && now - x->heard_at >= SWARM_LIVENESS_MS)
+			continue; /* nobody has heard of it for long: failed */
 		dial(s, x);
 		n++;
 	}
@@ -1637,8 +1679,12 @@ static void on_members_found(void *arg, const struct dht_result *r)
 	struct swarm *s = arg;
 
 	s->lookup_running = false;
-	for (size_t i = 0; i < r->nproviders; i++)
-		addr_add(s, &r->providers[i].addr, r->providers[i].id);
+	for (size_t i = 0; i < r->nproviders; i++) {
+		struct swarm_addr *x = addr_add(s, &r->providers[i].addr, r->providers[i].id);
+
+		if (x) /* its record is alive in the DHT */
+			x->heard_at = P2P_MAX(x->heard_at, ev_now(s->o.loop));
+	}
 	maintain_connections(s);
 }
 
@@ -1788,6 +1834,8 @@ static void on_tick(struct ev_timer *t)
 			peer_abort(p, NULL);
 		else if (p->closing && p->c)
 			peer_abort(p, "sending failed");
+		else if (p->member && !p->closing && now - p->pex_at >= PEX_EVERY_MS)
+			send_pex(s, p);
 		else if (p->member && !p->closing && (!p->ping_at_us ||
 			 (tm_mono_ns() / 1000) - p->ping_at_us > 5000000ULL) && (now / TICK_MS) % 10 == 0)
 			send_ping(p);
@@ -1973,7 +2021,10 @@ int swarm_add_addr(struct swarm *s, const char *hostport)
 	int rc, n = 0;
 
 	if (dht_addr_parse(hostport, &a) == 0) {
-		addr_add(s, &a, NULL);
+		struct swarm_addr *x = addr_add(s, &a, NULL);
+
+		if (x)
+			x->configured = true;
 		return 0;
 	}
 	if (!colon || (size_t)(colon - hostport) >= sizeof(host))
@@ -1990,7 +2041,10 @@ int swarm_add_addr(struct swarm *s, const char *hostport)
 		memset(&ss, 0, sizeof(ss));
 		memcpy(&ss, r->ai_addr, P2P_MIN((size_t)r->ai_addrlen, sizeof(ss)));
 		if (dht_addr_from_sockaddr(&ss, &a)) {
-			addr_add(s, &a, NULL);
+			struct swarm_addr *x = addr_add(s, &a, NULL);
+
+			if (x)
+				x->configured = true;
 			n++;
 		}
 	}

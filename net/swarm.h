@@ -18,7 +18,8 @@
  *   4     NOTFOUND  request id (4) [, reason (1): 1 = busy, ask others first;
  *                   absent: not stored here]
  *   5     PEX       count (1, <= SWARM_PEX_MAX), then per member: node id
- *                   (32), family (1: 4 or 6), address (16), TCP port (2)
+ *                   (32), family (1: 4 or 6), address (16), TCP port (2),
+ *                   age (2: seconds since the sender last heard from it)
  *   6     HAVE      count (2, <= 16384), then per chunk the first 8 bytes
  *                   of its id: chunks the sender holds (all of them after
  *                   HELLO if it holds at most 4 Mi chunks, then each new one)
@@ -49,6 +50,12 @@
  * only it has and members trade the rest (like a seed that sends each
  * piece once).
  *
+ * Liveness: members trade PEX every 30 s, each entry with how long ago the
+ * sender last heard from that member (directly, or by gossip); an address
+ * nobody has heard of for SWARM_LIVENESS_MS is no longer dialled (unless
+ * given with --peer), so a member that failed drops out of every address
+ * book without anyone having to reach it.
+ *
  * Upload: pieces go out one at a time to whoever should have them next:
  * peers that upload to us ("contributors": at least 64 KiB/s, smoothed over
  * the last seconds), the fastest first; one piece in 8 to an "optimistic"
@@ -78,6 +85,7 @@
 #define SWARM_SERVE_MAX 64   /* requests a member may have queued with us */
 #define SWARM_PEX_MAX 16     /* members per PEX message */
 #define SWARM_PIECE (1 << 20) /* bytes of a chunk per DATA message */
+#define SWARM_LIVENESS_MS (10 * 60 * 1000) /* unheard of this long: failed */
 
 struct swarm;
 struct swarm_peer;

@@ -85,7 +85,7 @@ int swarm_msg_decode(const uint8_t *buf, size_t len, struct swarm_msg *m)
 }
 
 bool swarm_msg_pex_entry(const struct swarm_msg *m, unsigned i, uint8_t id[static 32],
-			 struct dht_addr *addr)
+			 struct dht_addr *addr, uint16_t *age)
 {
 	const uint8_t *e = m->u.pex.entries + (size_t)i * SWARM_PEX_ENTRY;
 	uint8_t fam = e[32];
@@ -94,6 +94,7 @@ bool swarm_msg_pex_entry(const struct swarm_msg *m, unsigned i, uint8_t id[stati
 	memset(addr, 0, sizeof(*addr));
 	addr->family = fam;
 	addr->port = (uint16_t)(e[49] << 8 | e[50]);
+	*age = (uint16_t)(e[51] << 8 | e[52]);
 	if ((fam != 4 && fam != 6) || !addr->port)
 		return false;
 	memcpy(addr->ip, e + 33, fam == 4 ? 4 : 16);

@@ -38,7 +38,7 @@ enum swarm_nf_reason {
 #define SWARM_HELLO_VERSION 1
 #define SWARM_HELLO_LEN (1 + 1 + 32 + 32 + 2 + 1)
 #define SWARM_DATA_HDR (1 + 4 + 4 + 4)
-#define SWARM_PEX_ENTRY (32 + 1 + 16 + 2)
+#define SWARM_PEX_ENTRY (32 + 1 + 16 + 2 + 2)
 #define SWARM_PEX_LIMIT 16
 #define SWARM_HAVE_LIMIT 16384
 #define SWARM_PIECE_LIMIT (1u << 20)
@@ -98,9 +98,10 @@ struct swarm_msg {
  */
 P2P_MUST_CHECK int swarm_msg_decode(const uint8_t *buf, size_t len, struct swarm_msg *m);
 
-/* Entry @i of a decoded PEX: false if its family or port is unusable. */
+/* Entry @i of a decoded PEX: false if its family or port is unusable.
+ * @age: seconds since the sender last heard from that member. */
 bool swarm_msg_pex_entry(const struct swarm_msg *m, unsigned i, uint8_t id[static 32],
-			 struct dht_addr *addr);
+			 struct dht_addr *addr, uint16_t *age);
 /* Prefix @i of a decoded HAVE. */
 uint64_t swarm_msg_have_prefix(const struct swarm_msg *m, unsigned i);
 

@@ -78,6 +78,7 @@ struct tp_conn {
 	struct ev_loop *loop;
 	struct tp *tp;
 	struct tp_listener *from; /* responder: its listener until the handshake ends */
+	struct tp_conn *pnext, **pprev; /* ... and in its list of handshakes */
 	struct tp_conn_cbs cbs;
 	void *arg;
 	struct tp_conn_opts o;
@@ -116,6 +117,7 @@ struct tp_listener {
 	socklen_t peer_len;
 	unsigned refs;	  /* 1 until tp_listener_free(), + 1 per handshaking connection */
 	unsigned pending; /* connections in their handshake */
+	struct tp_conn *handshakes; /* those connections */
 	bool busy, closed;
 	uint16_t port;
 };
@@ -234,6 +236,8 @@ static void release_from(struct tp_conn *c)
 {
 	if (!c->from)
 		return;
+	if ((*c->pprev = c->pnext))
+		c->pnext->pprev = c->pprev;
 	c->from->pending--;
 	listener_unref(c->from);
 	c->from = NULL;
@@ -911,6 +915,10 @@ static void accepted(struct tp_listener *l, int fd)
 	c->peer_len = l->peer_len;
 	name_addr(c->name, &c->peer);
 	c->from = l;
+	if ((c->pnext = l->handshakes))
+		c->pnext->pprev = &c->pnext;
+	c->pprev = &l->handshakes;
+	l->handshakes = c;
 	l->refs++;
 	l->pending++;
 	start_handshake(c, false);
@@ -1012,6 +1020,15 @@ void tp_listener_free(struct tp_listener *l)
 		return;
 	l->closed = true;
 	ev_timer_stop(l->loop, &l->retry);
+	/* Handshakes in progress end too, silently: their callbacks name an
+	 * owner that may be going away with the listener. */
+	while (l->handshakes) {
+		struct tp_conn *c = l->handshakes;
+
+		kill(c);
+		if (l->handshakes == c) /* already dead, still listed */
+			release_from(c);
+	}
 	if (l->busy) {
 		/* on_accept() closes the socket when the accept comes back. */
 		(void)shutdown(l->fd, SHUT_RDWR);

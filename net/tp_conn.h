@@ -82,7 +82,8 @@ P2P_MUST_CHECK int tp_listen(struct ev_loop *loop, const struct sockaddr *addr, 
 			     void *arg, struct tp_listener **ret_listener);
 /* The bound port (host order). */
 uint16_t tp_listener_port(const struct tp_listener *l);
-/* Stop accepting. Connections already accepted go on. NULL is a no-op. */
+/* Stop accepting. Connections whose handshake is still running are aborted
+ * (no callback); established ones go on. NULL is a no-op. */
 void tp_listener_free(struct tp_listener *l);
 
 /*

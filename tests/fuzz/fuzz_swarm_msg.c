@@ -43,8 +43,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		for (unsigned i = 0; i < m.u.pex.n; i++) {
 			uint8_t id[32];
 			struct dht_addr a;
+			uint16_t age;
 
-			if (swarm_msg_pex_entry(&m, i, id, &a))
+			if (swarm_msg_pex_entry(&m, i, id, &a, &age))
 				CHECK((a.family == 4 || a.family == 6) && a.port);
 		}
 		break;
