@@ -785,6 +785,11 @@ def report(b, out, c):
     print(f"| 3. new file on the holder listed on another node (ms, median of "
           f"{c['listing_samples']}) | {fmt(P * 1e3, '.0f')} | — | — | — | reported | |")
     print()
+    floor = b.get(2, "nginx", min(c["ns"]))
+    if c["shaped"] and not math.isnan(floor) and min(c["ns"]) == 1:
+        print(f"nginx to one reader takes {floor / (c['size2'] * 8 / (RATE_MBIT * 1e6)):.2f}× the "
+              f"bound: TCP/IP headers on the shaped link (tbf counts whole frames), a floor for "
+              f"every system here.")
     print("Bytes the holder sent per byte of file in part 2 (median; 1.0 = each byte once): " +
           "; ".join(f"N = {r['n']}: {r['system']} {fmt(r.get('source_sent'), '.2f')}"
                     for r in b.rows if r["part"] == 2 and r["system"] != "nginx"))
