@@ -1105,6 +1105,7 @@ static int open_swarm(struct daemon *d)
 	o.loop = d->loop;
 	o.ident = d->ident;
 	o.cs = d->cs;
+	o.pool = d->pool;
 	o.dht = d->dn;
 	o.member_key = mk;
 	o.share_tag = tag;

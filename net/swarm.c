@@ -111,6 +111,7 @@ struct fetch {
 	unsigned ntried, nasked, nnotfound;
 	uint8_t busy_id[32]; /* the member that said busy, at busy_at */
 	uint64_t busy_at;
+	bool verifying; /* whole: being hashed and stored on a worker */
 };
 
 struct serve {
@@ -231,6 +232,8 @@ struct swarm {
 	uint64_t start, next_lookup, next_announce;
 	bool lookup_running;
 	bool fault_corrupt; /* P2PFS_TEST_CORRUPT_SERVE=1: serve damaged chunks (tests) */
+	unsigned nverify;   /* chunks being verified on workers */
+	bool dying;	    /* swarm_free ran: the last verify_done frees */
 	uint64_t *announce; /* prefixes to tell every member about */
 	size_t nannounce, capannounce;
 	struct ev_timer announce_timer;
@@ -523,7 +526,7 @@ static void dispatch(struct swarm *s)
 		struct swarm_peer *p;
 		bool any;
 
-		if (f->peer)
+		if (f->peer || f->verifying)
 			continue;
 		if (!f->urgent) {
 			if (n < ARRAY_SIZE(later))
@@ -604,7 +607,7 @@ int swarm_fetch(struct swarm *s, const uint8_t id[static CS_ID_LEN], const uint8
 	w->next = f->waiters;
 	f->waiters = w;
 	f->urgent |= urgent;
-	if (!f->peer) {
+	if (!f->peer && !f->verifying) {
 		struct swarm_peer *p;
 		bool any;
 
@@ -615,31 +618,35 @@ int swarm_fetch(struct swarm *s, const uint8_t id[static CS_ID_LEN], const uint8
 }
 
 /* A whole chunk arrived from @p: verify, store, deliver. */
-static void fetch_complete(struct swarm *s, struct swarm_peer *p, struct fetch *f)
+/* The chunk checked and stored (or not): tell the readers. Loop thread. */
+static void fetch_verified(struct swarm *s, struct fetch *f, const uint8_t *from, int rc)
 {
-	uint8_t id[CS_ID_LEN];
+	struct swarm_peer *p = member_by_id(s, from, NULL);
 	char h[9];
-	int rc;
 
-	cs_id_compute(f->buf, f->total, id);
-	if (sodium_memcmp(id, f->id, CS_ID_LEN)) {
+	if (rc == -EBADMSG) {
 		hex8(h, f->id);
 		s->st.bad_chunks++;
 		log_error("member %s sent chunk %s with bytes that do not hash to its id: "
 			  "disconnecting it and not asking it again",
-			  tp_conn_name(p->c), h);
-		fetch_detach(f);
-		ban(s, p->id);
-		p->closing = true; /* the caller aborts the connection */
+			  p ? tp_conn_name(p->c) : "(gone)", h);
+		free(f->buf);
+		f->buf = NULL;
+		f->got = f->total = 0;
+		ban(s, from);
+		if (p)
+			p->closing = true; /* aborted by the frame handler or the tick */
+		dispatch(s);
 		return;
 	}
-	rc = cs_put(s->o.cs, f->id, f->buf, f->total, 0);
 	if (rc >= 0)
 		swarm_announce(s, f->id, 1);
-	idset_add(&p->has, prefix_of(f->id));
+	if (p) {
+		idset_add(&p->has, prefix_of(f->id));
+		p->chunks_in++;
+	}
 	s->st.fetched++;
 	s->st.fetched_bytes += f->total;
-	p->chunks_in++;
 	if (rc < 0) {
 		/* Not stored (the disk is full?): the readers still get it. */
 		hex8(h, f->id);
@@ -655,6 +662,76 @@ static void fetch_complete(struct swarm *s, struct swarm_peer *p, struct fetch *
 		fetch_finish_buf(s, f, b ? 0 : -EIO, b);
 		cs_buf_unref(b);
 	}
+}
+
+/* Hash and store on a worker, so the loop keeps receiving meanwhile. */
+struct verify_work {
+	struct ev_work w;
+	struct swarm *s;
+	struct fetch *f;
+	uint8_t from[32];
+	int rc;
+};
+
+static int verify_and_store(struct swarm *s, struct fetch *f)
+{
+	uint8_t id[CS_ID_LEN];
+
+	cs_id_compute(f->buf, f->total, id);
+	if (sodium_memcmp(id, f->id, CS_ID_LEN))
+		return -EBADMSG;
+	return cs_put(s->o.cs, f->id, f->buf, f->total, 0);
+}
+
+static void verify_run(struct ev_work *w)
+{
+	struct verify_work *vw = container_of(w, struct verify_work, w);
+
+	vw->rc = verify_and_store(vw->s, vw->f);
+}
+
+static void verify_done(struct ev_work *w)
+{
+	struct verify_work *vw = container_of(w, struct verify_work, w);
+	struct swarm *s = vw->s;
+	struct fetch *f = vw->f;
+
+	s->nverify--;
+	f->verifying = false;
+	if (s->dying) {
+		/* swarm_free ran meanwhile and answered the readers. */
+		fetch_unlink(s, f);
+		free(f->buf);
+		free(f);
+	} else {
+		fetch_verified(s, f, vw->from, vw->rc);
+	}
+	free(vw);
+}
+
+/* A whole chunk arrived from @p: verify, store, deliver. */
+static void fetch_complete(struct swarm *s, struct swarm_peer *p, struct fetch *f)
+{
+	struct verify_work *vw;
+	uint8_t *buf = f->buf;
+
+	uint32_t total = f->total;
+
+	/* Its slot at @p is free for the next request from now on. */
+	f->buf = NULL;
+	fetch_detach(f);
+	f->buf = buf;
+	f->got = f->total = total;
+	if (s->o.pool && (vw = calloc(1, sizeof(*vw)))) {
+		vw->s = s;
+		vw->f = f;
+		memcpy(vw->from, p->id, 32);
+		f->verifying = true;
+		s->nverify++;
+		ev_work_submit(s->o.pool, s->o.loop, &vw->w, verify_run, verify_done);
+		return;
+	}
+	fetch_verified(s, f, p->id, verify_and_store(s, f));
 }
 
 /* ---- serving ---- */
@@ -1806,7 +1883,7 @@ static bool endgame_move(struct swarm *s, struct fetch *f, uint64_t now)
 	if (now - f->sent_at < ENDGAME_MS || (f->total && f->got >= f->total / 2))
 		return false;
 	for (struct fetch *g = s->fetches; g; g = g->next)
-		if (!g->peer)
+		if (!g->peer && !g->verifying)
 			return false; /* not the endgame: work is waiting */
 	for (struct swarm_peer *p = s->peers; p && !idle; p = p->next)
 		if (p != f->peer && p->member && !p->closing && !p->inflight &&
@@ -1833,7 +1910,7 @@ static void on_tick(struct ev_timer *t)
 		if (p->up && !p->member && now - p->since > HELLO_TIMEOUT_MS)
 			peer_abort(p, NULL);
 		else if (p->closing && p->c)
-			peer_abort(p, "sending failed");
+			peer_abort(p, NULL); /* why was logged when it was marked */
 		else if (p->member && !p->closing && now - p->pex_at >= PEX_EVERY_MS)
 			send_pex(s, p);
 		else if (p->member && !p->closing && (!p->ping_at_us ||
@@ -1842,6 +1919,8 @@ static void on_tick(struct ev_timer *t)
 	}
 	for (f = s->fetches; f; f = fn) {
 		fn = f->next;
+		if (f->verifying)
+			continue; /* here already: a worker checks it */
 		if (now - f->started >= s->o.fetch_timeout_ms || !count_members(s)) {
 			int rc = count_members(s) ? -ETIMEDOUT : -EIO;
 
@@ -1988,8 +2067,21 @@ void swarm_free(struct swarm *s)
 	ev_timer_stop(s->o.loop, &s->up_timer);
 	ev_timer_stop(s->o.loop, &s->down_timer);
 	tp_listener_free(s->lis);
-	while (s->fetches)
-		fetch_finish(s, s->fetches, -ECANCELED);
+	for (struct fetch *f = s->fetches, *fn; f; f = fn) {
+		fn = f->next;
+		if (!f->verifying) {
+			fetch_finish(s, f, -ECANCELED);
+			continue;
+		}
+		/* A worker holds it: answer its readers now, free it later. */
+		while (f->waiters) {
+			struct waiter *w = f->waiters;
+
+			f->waiters = w->next;
+			w->cb(w->arg, -ECANCELED, NULL);
+			free(w);
+		}
+	}
 	while (s->peers) {
 		struct swarm_peer *p = s->peers;
 
@@ -2000,6 +2092,15 @@ void swarm_free(struct swarm *s)
 		free(p->has.v);
 		free(p->have_q);
 		free(p);
+	}
+	/* Chunks still on the workers come back through the loop. */
+	s->dying = true;
+	for (int i = 0; s->nverify && i < 1000; i++)
+		if (ev_loop_run_once(s->o.loop, 10) < 0)
+			break;
+	if (s->nverify) {
+		log_error("%u chunk checks did not come back from the workers", s->nverify);
+		return; /* kept: their completions still name it */
 	}
 	free(s->announce);
 	free(s->provided);

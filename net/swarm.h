@@ -100,6 +100,7 @@ struct swarm_opts {
 	struct ev_loop *loop;
 	const struct peer_ident *ident;
 	struct cs_store *cs;
+	struct ev_pool *pool;	   /* received chunks are hashed and stored here; NULL: on the loop */
 	struct dht_node *dht;	   /* members are announced and found here; may be NULL */
 	const uint8_t *member_key; /* SWARM_KEY_LEN: proves membership */
 	const uint8_t *share_tag;  /* SWARM_KEY_LEN: the share's keyed id (also the DHT key) */
@@ -117,8 +118,10 @@ struct swarm_opts {
 };
 
 P2P_MUST_CHECK int swarm_new(const struct swarm_opts *opts, struct swarm **ret_swarm);
-/* Closes every connection; waiting fetches fail with -ECANCELED. Call after
- * the DHT node is freed (its lookups may name the swarm). NULL is a no-op. */
+/* Closes every connection; waiting fetches fail with -ECANCELED; runs the
+ * loop until chunks being checked on the pool are back. Call after the DHT
+ * node is freed (its lookups may name the swarm), from outside any callback
+ * of the loop, with the pool still running. NULL is a no-op. */
 void swarm_free(struct swarm *s);
 uint16_t swarm_port(const struct swarm *s);
 
