@@ -659,17 +659,16 @@ void dht_node_free(struct dht_node *n)
 	free(n);
 }
 
-int dht_node_bootstrap(struct dht_node *n, const char *hostport)
+int dht_addr_resolve(const char *hostport, struct dht_addr *out, size_t max, size_t *ret_n)
 {
 	struct addrinfo hints = { .ai_socktype = SOCK_DGRAM }, *res, *r;
 	char host[256];
 	const char *colon = strrchr(hostport, ':');
-	struct dht_addr a;
-	int rc, count = 0;
+	size_t count = 0;
+	int rc;
 
-	if (dht_addr_parse(hostport, &a) == 0) {
-		dht_ping(n->d, tm_mono_ms(), &a);
-		dht_node_kick(n);
+	if (max && dht_addr_parse(hostport, &out[0]) == 0) {
+		*ret_n = 1;
 		return 0;
 	}
 	if (!colon || (size_t)(colon - hostport) >= sizeof(host))
@@ -677,22 +676,34 @@ int dht_node_bootstrap(struct dht_node *n, const char *hostport)
 	memcpy(host, hostport, (size_t)(colon - hostport));
 	host[colon - hostport] = '\0';
 	if ((rc = getaddrinfo(host, colon + 1, &hints, &res)) != 0) {
-		log_warn("bootstrap %s: %s", hostport, gai_strerror(rc));
+		log_warn("%s: %s", hostport, gai_strerror(rc));
 		return -EHOSTUNREACH;
 	}
-	for (r = res; r; r = r->ai_next) {
+	for (r = res; r && count < max; r = r->ai_next) {
 		struct sockaddr_storage ss;
 
 		memset(&ss, 0, sizeof(ss));
-		memcpy(&ss, r->ai_addr, r->ai_addrlen);
-		if (dht_addr_from_sockaddr(&ss, &a)) {
-			dht_ping(n->d, tm_mono_ms(), &a);
+		memcpy(&ss, r->ai_addr, P2P_MIN((size_t)r->ai_addrlen, sizeof(ss)));
+		if (dht_addr_from_sockaddr(&ss, &out[count]))
 			count++;
-		}
 	}
 	freeaddrinfo(res);
-	dht_node_kick(n);
+	*ret_n = count;
 	return count ? 0 : -EHOSTUNREACH;
+}
+
+int dht_node_bootstrap(struct dht_node *n, const char *hostport)
+{
+	struct dht_addr a[8];
+	size_t count;
+	int rc;
+
+	if ((rc = dht_addr_resolve(hostport, a, ARRAY_SIZE(a), &count)) < 0)
+		return rc;
+	for (size_t i = 0; i < count; i++)
+		dht_ping(n->d, tm_mono_ms(), &a[i]);
+	dht_node_kick(n);
+	return 0;
 }
 
 struct dht *dht_node_dht(struct dht_node *n)

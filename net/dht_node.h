@@ -48,6 +48,10 @@ uint16_t dht_node_port(const struct dht_node *n);
 /* LAN announcements received from other nodes. */
 uint64_t dht_node_lan_heard(const struct dht_node *n);
 
+/* "HOST:PORT" numerically or by name: up to @max addresses into @out
+ * (*ret_n of them). -EINVAL malformed, -EHOSTUNREACH nothing found. */
+P2P_MUST_CHECK int dht_addr_resolve(const char *hostport, struct dht_addr *out, size_t max,
+				    size_t *ret_n);
 /* Parse "ADDR:PORT" or "[V6]:PORT" numerically. */
 P2P_MUST_CHECK int dht_addr_parse(const char *s, struct dht_addr *ret);
 void dht_addr_str(const struct dht_addr *a, char *buf, size_t len);

@@ -24,7 +24,6 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
-#include <netdb.h>
 #include <netinet/in.h>
 #include <sodium.h>
 #include <stdio.h>
@@ -2115,42 +2114,19 @@ uint16_t swarm_port(const struct swarm *s)
 
 int swarm_add_addr(struct swarm *s, const char *hostport)
 {
-	struct addrinfo hints = { .ai_socktype = SOCK_STREAM }, *res, *r;
-	struct dht_addr a;
-	char host[256];
-	const char *colon = strrchr(hostport, ':');
-	int rc, n = 0;
+	struct dht_addr a[8];
+	size_t n;
+	int rc;
 
-	if (dht_addr_parse(hostport, &a) == 0) {
-		struct swarm_addr *x = addr_add(s, &a, NULL);
+	if ((rc = dht_addr_resolve(hostport, a, ARRAY_SIZE(a), &n)) < 0)
+		return rc;
+	for (size_t i = 0; i < n; i++) {
+		struct swarm_addr *x = addr_add(s, &a[i], NULL);
 
 		if (x)
 			x->configured = true;
-		return 0;
 	}
-	if (!colon || (size_t)(colon - hostport) >= sizeof(host))
-		return -EINVAL;
-	memcpy(host, hostport, (size_t)(colon - hostport));
-	host[colon - hostport] = '\0';
-	if ((rc = getaddrinfo(host, colon + 1, &hints, &res)) != 0) {
-		log_warn("member address %s: %s", hostport, gai_strerror(rc));
-		return -EHOSTUNREACH;
-	}
-	for (r = res; r; r = r->ai_next) {
-		struct sockaddr_storage ss;
-
-		memset(&ss, 0, sizeof(ss));
-		memcpy(&ss, r->ai_addr, P2P_MIN((size_t)r->ai_addrlen, sizeof(ss)));
-		if (dht_addr_from_sockaddr(&ss, &a)) {
-			struct swarm_addr *x = addr_add(s, &a, NULL);
-
-			if (x)
-				x->configured = true;
-			n++;
-		}
-	}
-	freeaddrinfo(res);
-	return n ? 0 : -EHOSTUNREACH;
+	return 0;
 }
 
 /* ---- messages of the caller's ---- */
