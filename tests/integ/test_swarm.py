@@ -402,3 +402,34 @@ def test_editing_part_of_a_remote_file_fetches_what_it_needs(cluster3):
     fetched = c.status()["swarm"]["fetched_bytes"]
     assert fetched < 12 << 20, f"C fetched {fetched} bytes to change 11"
     wait_until(lambda: sha256_file(a.path("big")) == want, 20, "the edit on A", interval=0.5)
+
+
+def test_download_and_upload_limits_hold():
+    c2 = Cluster(2)
+    try:
+        a, b = c2.nodes
+        a.extra += ["--max-upload", "16M"]
+        b.extra += ["--max-download", "8M"]
+        for nd in c2.nodes:
+            nd.mount()
+        c2.wait_members(c2.nodes, 1)
+        random_file(a.path("f"), 32 << 20)
+        random_file(a.path("g"), 32 << 20)
+        wait_until(lambda: has(b, "f", 32 << 20) and has(b, "g", 32 << 20), 20, "the files on B",
+                   interval=0.1)
+        t0 = time.monotonic()
+        p2pfs("pin", b.path("f"))
+        took = time.monotonic() - t0
+        # 32 MiB at 8 MiB/s: 4 s, less the bucket's first burst (0.8 MiB).
+        assert 3.3 < took < 8, f"pinning 32 MiB under an 8 MiB/s download limit took {took:.1f}s"
+        # B without its limit: A's upload limit (16 MiB/s) is the one that holds.
+        b.umount()
+        b.extra = [x for x in b.extra if x not in ("--max-download", "8M")]
+        b.mount()
+        c2.wait_members(c2.nodes, 1)
+        t0 = time.monotonic()
+        p2pfs("pin", b.path("g"))
+        took = time.monotonic() - t0
+        assert 1.7 < took < 5, f"pinning 32 MiB under a 16 MiB/s upload limit took {took:.1f}s"
+    finally:
+        c2.close()
