@@ -62,7 +62,8 @@
  * peer chosen at random among the rest, so a newcomer can start to
  * contribute (both re-decided every 2 s); the others in turn. So when upload bandwidth is short, free
  * riders cannot starve contributors. --max-upload and --max-download are
- * token buckets on chunk bytes (download: no new request while over).
+ * token buckets on chunk bytes (download: no new request while over, so up to
+ * a window of requests per member may arrive beyond the bucket).
  *
  * Everything runs on the loop's thread.
  */

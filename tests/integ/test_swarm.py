@@ -420,8 +420,9 @@ def test_download_and_upload_limits_hold():
         t0 = time.monotonic()
         p2pfs("pin", b.path("f"))
         took = time.monotonic() - t0
-        # 32 MiB at 8 MiB/s: 4 s, less the bucket's first burst (0.8 MiB).
-        assert 3.3 < took < 8, f"pinning 32 MiB under an 8 MiB/s download limit took {took:.1f}s"
+        # 32 MiB at 8 MiB/s is 4 s, less what may come at once: the bucket's
+        # burst (2 MiB) and one window of requests (8 chunks, ~8 MiB).
+        assert 2.4 < took < 8, f"pinning 32 MiB under an 8 MiB/s download limit took {took:.1f}s"
         # B without its limit: A's upload limit (16 MiB/s) is the one that holds.
         b.umount()
         b.extra = [x for x in b.extra if x not in ("--max-download", "8M")]
