@@ -185,7 +185,8 @@ int cfg_set(struct cfg *c, const char *key, const char *v, const char *where)
 	} else if (!strcmp(key, "peer")) {
 		rc = add_addr(c->peer, &c->npeer, v, where, key);
 	} else if (!strcmp(key, "fetch-timeout") || !strcmp(key, "fetch_timeout")) {
-		if ((rc = parse_uint(v, 86400, &c->fetch_timeout_s)) < 0 || c->fetch_timeout_s == 0) {
+		if ((rc = parse_uint(v, 86400, &c->fetch_timeout_s)) < 0 ||
+		    c->fetch_timeout_s == 0) {
 			cli_err("%s: fetch-timeout '%s' must be 1..86400 seconds", where, v);
 			rc = -EINVAL;
 		}
@@ -194,8 +195,8 @@ int cfg_set(struct cfg *c, const char *key, const char *v, const char *where)
 		uint64_t *r = strstr(key, "upload") ? &c->max_upload : &c->max_download;
 
 		if ((rc = parse_rate(v, r)) < 0)
-			cli_err("%s: %s '%s' is not a rate like 20M (bytes/s) or 100mbit", where, key,
-				v);
+			cli_err("%s: %s '%s' is not a rate like 20M (bytes/s) or 100mbit", where,
+				key, v);
 	} else if (!strcmp(key, "max-peers") || !strcmp(key, "max_peers")) {
 		if ((rc = parse_uint(v, 1024, &c->max_peers)) < 0 || c->max_peers == 0) {
 			cli_err("%s: max-peers '%s' must be 1..1024", where, v);

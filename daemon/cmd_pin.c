@@ -21,22 +21,23 @@
 static void pin_help(FILE *f, bool unpin)
 {
 	if (unpin)
-		fprintf(f,
-			"usage: p2pfs unpin PATH...\n\n"
-			"Let the node evict the chunks of these files (directories: every file in\n"
-			"them) when its cache needs room. Chunks that no connected member is known\n"
-			"to hold stay pinned, so unpinning never gives up the last copy.\n\n"
-			"Options:\n"
-			"  -h, --help  this text\n");
+		fprintf(
+		    f, "usage: p2pfs unpin PATH...\n\n"
+		       "Let the node evict the chunks of these files (directories: every file in\n"
+		       "them) when its cache needs room. Chunks that no connected member is known\n"
+		       "to hold stay pinned, so unpinning never gives up the last copy.\n\n"
+		       "Options:\n"
+		       "  -h, --help  this text\n");
 	else
-		fprintf(f,
-			"usage: p2pfs pin PATH...\n\n"
-			"Fetch these files (directories: every file in them) completely from the\n"
-			"share's members, rarest chunks first, and keep them: pinned chunks are never\n"
-			"evicted. Shows progress (bytes, rate, peers, time left) on a terminal.\n"
-			"Exit code 1 if some chunks could not be fetched (the daemon's log says why).\n\n"
-			"Options:\n"
-			"  -h, --help  this text\n");
+		fprintf(
+		    f,
+		    "usage: p2pfs pin PATH...\n\n"
+		    "Fetch these files (directories: every file in them) completely from the\n"
+		    "share's members, rarest chunks first, and keep them: pinned chunks are never\n"
+		    "evicted. Shows progress (bytes, rate, peers, time left) on a terminal.\n"
+		    "Exit code 1 if some chunks could not be fetched (the daemon's log says why).\n\n"
+		    "Options:\n"
+		    "  -h, --help  this text\n");
 }
 
 /* The root of the p2pfs mount holding @path, and @path relative to it. */
@@ -115,8 +116,8 @@ static int pin_cmd(int argc, char **argv, bool unpin)
 		if (!state) {
 			state = st;
 		} else if (strcmp(state, st)) {
-			cli_err("%s is on another p2pfs mount than %s: give them separately", argv[i],
-				argv[optind]);
+			cli_err("%s is on another p2pfs mount than %s: give them separately",
+				argv[i], argv[optind]);
 			free(st);
 			rc = EXIT_USAGE;
 			break;
@@ -154,15 +155,14 @@ int cmd_unpin(int argc, char **argv)
 
 static void peers_help(FILE *f)
 {
-	fprintf(f,
-		"usage: p2pfs peers [MOUNTPOINT] [--state DIR] [--json]\n\n"
-		"List the share's members this node is connected to: node id, address,\n"
-		"direction, whether it may write, bytes and chunks each way, requests in\n"
-		"flight and how long the connection has been up.\n\n"
-		"Options:\n"
-		"  --state DIR  the daemon's state directory\n"
-		"  --json       one JSON array, for scripts\n"
-		"  -h, --help   this text\n");
+	fprintf(f, "usage: p2pfs peers [MOUNTPOINT] [--state DIR] [--json]\n\n"
+		   "List the share's members this node is connected to: node id, address,\n"
+		   "direction, whether it may write, bytes and chunks each way, requests in\n"
+		   "flight and how long the connection has been up.\n\n"
+		   "Options:\n"
+		   "  --state DIR  the daemon's state directory\n"
+		   "  --json       one JSON array, for scripts\n"
+		   "  -h, --help   this text\n");
 }
 
 int cmd_peers(int argc, char **argv)

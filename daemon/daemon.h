@@ -45,10 +45,10 @@ struct cfg {
 	unsigned nlisten;
 	char *bootstrap[CFG_MAX_ADDRS];
 	unsigned nbootstrap;
-	bool node_only;		 /* `p2pfs node`: the DHT, no mount */
-	char *share_link;	 /* mount --share LINK; NULL: the default share */
-	bool lan;		 /* LAN discovery by multicast */
-	unsigned provider_ttl_s; /* DHT provider records; 0: 24 h */
+	bool node_only;		   /* `p2pfs node`: the DHT, no mount */
+	char *share_link;	   /* mount --share LINK; NULL: the default share */
+	bool lan;		   /* LAN discovery by multicast */
+	unsigned provider_ttl_s;   /* DHT provider records; 0: 24 h */
 	char *peer[CFG_MAX_ADDRS]; /* members to connect to, besides those found */
 	unsigned npeer;
 	unsigned fetch_timeout_s; /* a read waits this long for a chunk from the network */

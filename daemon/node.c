@@ -302,8 +302,10 @@ static void swarm_status(struct daemon *d, struct ctl_conn *c, FILE *json)
 				"\"chunks_in\":%llu,\"chunks_out\":%llu,\"inflight\":%u,"
 				"\"connected_s\":%llu}",
 				i ? "," : "", id, pi[i].addr, pi[i].outgoing ? "out" : "in",
-				pi[i].writable ? "true" : "false", (unsigned long long)pi[i].bytes_in,
-				(unsigned long long)pi[i].bytes_out, (unsigned long long)pi[i].chunks_in,
+				pi[i].writable ? "true" : "false",
+				(unsigned long long)pi[i].bytes_in,
+				(unsigned long long)pi[i].bytes_out,
+				(unsigned long long)pi[i].chunks_in,
 				(unsigned long long)pi[i].chunks_out, pi[i].inflight,
 				(unsigned long long)(pi[i].connected_ms / 1000));
 		}
@@ -313,13 +315,14 @@ static void swarm_status(struct daemon *d, struct ctl_conn *c, FILE *json)
 		fprintf(json, "}");
 		return;
 	}
-	ctl_printf(c, "members:       %u connected, %u connecting, %u addresses known (tcp port %u)",
+	ctl_printf(c,
+		   "members:       %u connected, %u connecting, %u addresses known (tcp port %u)",
 		   st.members, st.connecting, st.known_addrs, swarm_port(d->swarm));
 	{
 		char ri[32], ro[32];
 
-		ctl_printf(c, "transfers:     %u chunks in flight, in %s/s, out %s/s",
-			   st.fetches, p2p_fmt_size(ri, sizeof(ri), (uint64_t)st.rate_in),
+		ctl_printf(c, "transfers:     %u chunks in flight, in %s/s, out %s/s", st.fetches,
+			   p2p_fmt_size(ri, sizeof(ri), (uint64_t)st.rate_in),
 			   p2p_fmt_size(ro, sizeof(ro), (uint64_t)st.rate_out));
 	}
 	ctl_printf(c, "exchanged:     fetched %llu chunks (%s), served %llu (%s)",
@@ -331,7 +334,8 @@ static void swarm_status(struct daemon *d, struct ctl_conn *c, FILE *json)
 		ctl_printf(c, "fetch errors:  %llu failed, %llu bad chunks, %llu stalls",
 			   (unsigned long long)st.fetch_failed, (unsigned long long)st.bad_chunks,
 			   (unsigned long long)st.stalls);
-	ctl_printf(c, "namespace:     %llu records from members (%llu new, %llu refused), %llu sent",
+	ctl_printf(c,
+		   "namespace:     %llu records from members (%llu new, %llu refused), %llu sent",
 		   (unsigned long long)rs.records_in, (unsigned long long)rs.records_applied,
 		   (unsigned long long)rs.records_rejected, (unsigned long long)rs.records_out);
 	for (size_t i = 0; i < n && i < ARRAY_SIZE(pi); i++) {
@@ -369,16 +373,18 @@ static void peers_reply(struct daemon *d, struct ctl_conn *c, bool json)
 			char id[65];
 
 			p2p_hex(id, pi[i].id, 32);
-			fprintf(f,
-				"%s{\"id\":\"%s\",\"addr\":\"%s\",\"direction\":\"%s\","
-				"\"writer\":%s,\"bytes_in\":%llu,\"bytes_out\":%llu,"
-				"\"chunks_in\":%llu,\"chunks_out\":%llu,\"inflight\":%u,"
-				"\"queued\":%u,\"rtt_ms\":%.1f,\"connected_s\":%llu}",
-				i ? "," : "", id, pi[i].addr, pi[i].outgoing ? "out" : "in",
-				pi[i].writable ? "true" : "false", (unsigned long long)pi[i].bytes_in,
-				(unsigned long long)pi[i].bytes_out, (unsigned long long)pi[i].chunks_in,
-				(unsigned long long)pi[i].chunks_out, pi[i].inflight, pi[i].queued,
-				pi[i].rtt_us / 1000.0, (unsigned long long)(pi[i].connected_ms / 1000));
+			fprintf(
+			    f,
+			    "%s{\"id\":\"%s\",\"addr\":\"%s\",\"direction\":\"%s\","
+			    "\"writer\":%s,\"bytes_in\":%llu,\"bytes_out\":%llu,"
+			    "\"chunks_in\":%llu,\"chunks_out\":%llu,\"inflight\":%u,"
+			    "\"queued\":%u,\"rtt_ms\":%.1f,\"connected_s\":%llu}",
+			    i ? "," : "", id, pi[i].addr, pi[i].outgoing ? "out" : "in",
+			    pi[i].writable ? "true" : "false", (unsigned long long)pi[i].bytes_in,
+			    (unsigned long long)pi[i].bytes_out,
+			    (unsigned long long)pi[i].chunks_in,
+			    (unsigned long long)pi[i].chunks_out, pi[i].inflight, pi[i].queued,
+			    pi[i].rtt_us / 1000.0, (unsigned long long)(pi[i].connected_ms / 1000));
 		}
 		fputc(']', f);
 		fclose(f);
@@ -391,8 +397,8 @@ static void peers_reply(struct daemon *d, struct ctl_conn *c, bool json)
 		ctl_end(c, 0, "no member connected");
 		return;
 	}
-	ctl_printf(c, "%-16s  %-22s %-3s %-6s %10s %10s %8s %5s %8s", "node", "address", "dir", "role",
-		   "down", "up", "rtt", "reqs", "since");
+	ctl_printf(c, "%-16s  %-22s %-3s %-6s %10s %10s %8s %5s %8s", "node", "address", "dir",
+		   "role", "down", "up", "rtt", "reqs", "since");
 	for (size_t i = 0; i < n; i++) {
 		char id[17], a[32], b[32], rtt[16];
 
@@ -549,7 +555,7 @@ static void cmd_status_reply(struct daemon *d, struct ctl_conn *c, bool json)
 
 /* ---- scrub ---- */
 
-#define SCRUB_LIST_MAX 20	   /* damaged chunks listed to the client */
+#define SCRUB_LIST_MAX 20	/* damaged chunks listed to the client */
 #define SCRUB_REFETCH_MAX 65536 /* damaged chunks fetched again */
 
 struct scrub_job {
@@ -636,8 +642,9 @@ static void scrub_finish(struct scrub_job *j)
 	if (j->refetched)
 		ctl_printf(c, "fetched again from members: %u of %ld", j->refetched, j->rc);
 	if (j->rc && j->refetched == (unsigned)j->rc)
-		ctl_end(c, EXIT_DATA, "%ld damaged chunk%s replaced by verified copies from members",
-			j->rc, j->rc == 1 ? "" : "s");
+		ctl_end(c, EXIT_DATA,
+			"%ld damaged chunk%s replaced by verified copies from members", j->rc,
+			j->rc == 1 ? "" : "s");
 	else if (j->rc)
 		ctl_end(c, EXIT_DATA,
 			"%ld damaged chunk%s removed, %ld not available from members: files that "
@@ -1130,7 +1137,9 @@ static int open_swarm(struct daemon *d)
 		if ((rc = swarm_add_addr(d->swarm, cfg->peer[i])) < 0)
 			log_warn("member address %s: %s", cfg->peer[i], strerror(-rc));
 	{
-		struct pin_ctx px = { .loop = d->loop, .ns = d->ns, .cs = d->cs, .swarm = d->swarm };
+		struct pin_ctx px = {
+			.loop = d->loop, .ns = d->ns, .cs = d->cs, .swarm = d->swarm
+		};
 
 		if ((rc = pin_set_new(&px, &d->pins)) < 0)
 			return rc;

@@ -60,8 +60,8 @@ struct pin_job {
 	struct mf_loader *ld;
 	struct want *w;
 	size_t nw, capw;
-	size_t cursor;	 /* w[0..cursor) were taken (pinned, fetching or failed) */
-	size_t *retry;	 /* indices to take again */
+	size_t cursor; /* w[0..cursor) were taken (pinned, fetching or failed) */
+	size_t *retry; /* indices to take again */
 	size_t nretry, capretry;
 	unsigned inflight;
 	uint64_t bytes_total, bytes_done, bytes_fetched, bytes_at_tick;
@@ -410,7 +410,8 @@ static int load_files(struct pin_job *j)
 			continue; /* the loader takes it from here */
 		}
 		if (c.kind == NS_CONTENT_CHUNK &&
-		    (rc = add_want(j, c.id, (uint32_t)P2P_MIN(a.size, (uint64_t)CS_CHUNK_MAX_LIMIT))) < 0)
+		    (rc = add_want(j, c.id,
+				   (uint32_t)P2P_MIN(a.size, (uint64_t)CS_CHUNK_MAX_LIMIT))) < 0)
 			return rc;
 		j->fi++;
 	}
@@ -653,13 +654,13 @@ static void job_step(struct pin_job *j)
 		j->finished = true;
 		progress(j, true);
 		/* Whole files here now: say so in the DHT. */
-		for (size_t i = 0; !j->failed && j->set->x.swarm && i < j->nfiles &&
-				   i < SWARM_PROVIDE_MAX;
-		     i++)
+		for (size_t i = 0;
+		     !j->failed && j->set->x.swarm && i < j->nfiles && i < SWARM_PROVIDE_MAX; i++)
 			if (!sodium_is_zero(j->fid[i], CS_ID_LEN))
 				swarm_provide(j->set->x.swarm, j->fid[i]);
-		snprintf(msg, sizeof(msg), "%zu chunk%s could not be fetched (see the daemon's log)",
-			 j->failed, j->failed == 1 ? "" : "s");
+		snprintf(msg, sizeof(msg),
+			 "%zu chunk%s could not be fetched (see the daemon's log)", j->failed,
+			 j->failed == 1 ? "" : "s");
 		job_end(j, j->failed ? EXIT_FAIL : 0, j->failed ? msg : NULL);
 	}
 }
@@ -730,12 +731,14 @@ void pin_set_status(struct pin_set *s, struct ctl_conn *c, FILE *json)
 				rarest == ~0u ? -1 : (int)rarest);
 		} else {
 			ctl_printf(c, "pinning:       %zu file%s, %s of %s, %s/s%s", j->nfiles,
-				   j->nfiles == 1 ? "" : "s", p2p_fmt_size(a, sizeof(a), j->bytes_done),
+				   j->nfiles == 1 ? "" : "s",
+				   p2p_fmt_size(a, sizeof(a), j->bytes_done),
 				   p2p_fmt_size(b, sizeof(b), j->bytes_total),
 				   p2p_fmt_size(r, sizeof(r), (uint64_t)j->rate), "");
 			if (rarest != ~0u)
-				ctl_printf(c, "               rarest chunk left is held by %u member%s",
-					   rarest, rarest == 1 ? "" : "s");
+				ctl_printf(
+				    c, "               rarest chunk left is held by %u member%s",
+				    rarest, rarest == 1 ? "" : "s");
 		}
 		first = false;
 	}

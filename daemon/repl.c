@@ -31,8 +31,8 @@
 
 #define REPL_BUCKETS 256
 #define REPL_SYNC_MS 30000
-#define REPL_FRAME 262144		  /* bytes of records per message */
-#define REPL_QUEUE_LOW (2u << 20)	  /* keep a member's send queue under this */
+#define REPL_FRAME 262144	       /* bytes of records per message */
+#define REPL_QUEUE_LOW (2u << 20)      /* keep a member's send queue under this */
 #define REPL_OUTBOX_MAX (256ULL << 20) /* records waiting for one member */
 #define REPL_PUMP_MS 50
 
@@ -120,7 +120,8 @@ static void outbox_pump(struct repl *r, struct repl_peer *rp)
 		if (rc == -ENOBUFS)
 			return;
 		if (rc < 0) {
-			log_warn("records to %s dropped: %s", swarm_peer_name(rp->p), strerror(-rc));
+			log_warn("records to %s dropped: %s", swarm_peer_name(rp->p),
+				 strerror(-rc));
 			rp->off = rp->len;
 			break;
 		}

@@ -103,7 +103,7 @@ struct fs_stats {
 	uint64_t commits, fsyncs;
 	uint64_t open_files, dirty_files;
 	uint64_t read_errors;
-	uint64_t read_waits; /* chunk pieces a read had to wait for (not in memory) */
+	uint64_t read_waits;	 /* chunk pieces a read had to wait for (not in memory) */
 	uint64_t remote_changes; /* names and entries changed by records from peers */
 	uint64_t fetches;	 /* chunks asked of the network */
 };

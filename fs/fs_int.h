@@ -166,13 +166,13 @@ struct fs_node *fs_node_find(struct fs *fs, uint64_t ino); /* find only */
 
 /* fs_remote.c: cs_read, and on -ENOENT the network (see fs_set_fetch). */
 P2P_MUST_CHECK int fs_chunk_read(struct fs *fs, const uint8_t id[static CS_ID_LEN],
-				 const struct ns_content *file, bool urgent, cs_read_fn *cb, void *arg,
-				 struct cs_buf **ret_buf);
+				 const struct ns_content *file, bool urgent, cs_read_fn *cb,
+				 void *arg, struct cs_buf **ret_buf);
 void fs_remote_done(struct fs *fs);
 /* A flush stored this version: tell the stored callback its chunk ids. */
 void fs_announce_stored(struct fs *fs, const struct mf *m, const struct ns_content *c);
 struct fs_inval;
-void fs_node_put(struct fs_node *n);			   /* free if nothing needs it */
+void fs_node_put(struct fs_node *n); /* free if nothing needs it */
 void fs_commit_kick(struct fs *fs);
 void fs_commit_wait(struct fs *fs, struct fs_waiter *w); /* w answered after a later commit */
 void fs_mark_ns_dirty(struct fs *fs);

@@ -69,8 +69,8 @@ int fs_chunk_read(struct fs *fs, const uint8_t id[static CS_ID_LEN], const struc
 
 	if (rc == -ENOENT && fs->fetch_fn) {
 		rc = fs->fetch_fn(fs->fetch_arg, id,
-				  file && file->kind != NS_CONTENT_NONE ? file->id : NULL, urgent, cb,
-				  arg);
+				  file && file->kind != NS_CONTENT_NONE ? file->id : NULL, urgent,
+				  cb, arg);
 		if (rc == 0)
 			fs->st.fetches++;
 	}

@@ -101,7 +101,8 @@ static int get_contacts(struct rbuf *r, struct dht_contact *out, uint8_t *rtt, s
 		return -EPROTO;
 	for (size_t i = 0; i < n; i++)
 		if ((rc = rbuf_copy(r, out[i].id, DHT_ID_LEN)) < 0 ||
-		    (rtt && (rc = rbuf_u8(r, &rtt[i])) < 0) || (rc = get_addr(r, &out[i].addr, !rtt)) < 0)
+		    (rtt && (rc = rbuf_u8(r, &rtt[i])) < 0) ||
+		    (rc = get_addr(r, &out[i].addr, !rtt)) < 0)
 			return rc;
 	*ret_n = n;
 	return 0;

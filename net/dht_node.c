@@ -411,7 +411,8 @@ static void on_lan_rx(struct ev_op *op, int32_t res)
 	if (n->closing)
 		return;
 	if (res == LAN_LEN && be32_get(n->lan.buf) == LAN_MAGIC && n->lan.buf[4] == 1 &&
-	    memcmp(n->lan.buf + 5, n->id, DHT_ID_LEN) && dht_addr_from_sockaddr(&n->lan.from, &from)) {
+	    memcmp(n->lan.buf + 5, n->id, DHT_ID_LEN) &&
+	    dht_addr_from_sockaddr(&n->lan.from, &from)) {
 		from.port =
 		    (uint16_t)(n->lan.buf[5 + DHT_ID_LEN] << 8 | n->lan.buf[6 + DHT_ID_LEN]);
 		if (from.port) {

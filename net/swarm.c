@@ -57,19 +57,19 @@
 #define ANNOUNCE_FAST_MS 5000 /* announcing ourselves in the first minute */
 #define ANNOUNCE_SLOW_MS 600000
 #define HAVE_MAX SWARM_HAVE_LIMIT /* prefixes per HAVE message */
-#define HAVE_SET_MAX (1u << 20)	   /* prefixes remembered per member */
-#define INVENTORY_MAX (4u << 20)   /* a store larger than this is not listed on connect */
+#define HAVE_SET_MAX (1u << 20)	  /* prefixes remembered per member */
+#define INVENTORY_MAX (4u << 20)  /* a store larger than this is not listed on connect */
 #define HAVE_FLUSH_MS 50
 #define ENDGAME_MS 1000
 #define PEX_EVERY_MS 30000
-#define REDIRECT_QUEUE 4 /* requests waiting in our queues: more asked than we send */
-#define RECENT_SENT 256			  /* chunks we started sending lately */
-#define PUMP_QUEUE (2u << 20)		  /* bytes queued per member before we wait */
+#define REDIRECT_QUEUE 4      /* requests waiting in our queues: more asked than we send */
+#define RECENT_SENT 256	      /* chunks we started sending lately */
+#define PUMP_QUEUE (2u << 20) /* bytes queued per member before we wait */
 #define RECENT_MS 8000
 #define BUSY_RETRY_MS 500
-#define CHOKE_MS 2000		   /* contribution rates and the optimistic peer */
-#define UNCHOKE_EVERY 8		   /* the optimistic peer gets one piece in this many */
-#define CONTRIB_MIN (64.0 * 1024)  /* bytes/s a peer sends us to count as contributing */
+#define CHOKE_MS 2000		  /* contribution rates and the optimistic peer */
+#define UNCHOKE_EVERY 8		  /* the optimistic peer gets one piece in this many */
+#define CONTRIB_MIN (64.0 * 1024) /* bytes/s a peer sends us to count as contributing */
 
 enum obj_kind { K_SWARM = 1, K_PEER = 2 };
 
@@ -82,7 +82,7 @@ struct swarm_addr {
 	struct dht_addr a;
 	uint8_t id[32];
 	bool has_id;
-	bool configured;  /* --peer: dialled whatever gossip says */
+	bool configured;   /* --peer: dialled whatever gossip says */
 	uint64_t heard_at; /* ms: when it was last heard from, by us or (gossip) others */
 	unsigned fails;
 	uint64_t next_try;
@@ -115,8 +115,8 @@ struct fetch {
 
 struct serve {
 	struct serve *next;
-	bool busy;	  /* failed: held, but we are busy and others hold it */
-	bool urgent;	  /* a reader waits for it */
+	bool busy;   /* failed: held, but we are busy and others hold it */
+	bool urgent; /* a reader waits for it */
 	uint32_t reqid;
 	uint8_t id[CS_ID_LEN];
 	struct cs_buf *buf; /* NULL while the store reads it */
@@ -144,7 +144,8 @@ static bool idset_has(const struct idset *set, uint64_t x)
 {
 	if (!set->cap)
 		return false;
-	for (size_t i = (size_t)(x * 0x9e3779b97f4a7c15ULL) & (set->cap - 1);; i = (i + 1) & (set->cap - 1)) {
+	for (size_t i = (size_t)(x * 0x9e3779b97f4a7c15ULL) & (set->cap - 1);;
+	     i = (i + 1) & (set->cap - 1)) {
 		if (set->v[i] == x)
 			return true;
 		if (!set->v[i])
@@ -164,8 +165,9 @@ static void idset_add(struct idset *set, uint64_t x)
 			return;
 		for (size_t j = 0; j < set->cap; j++)
 			if (set->v[j])
-				for (size_t i = (size_t)(set->v[j] * 0x9e3779b97f4a7c15ULL) & (cap - 1);;
-				     i = (i + 1) & (cap - 1))
+				for (size_t i =
+					 (size_t)(set->v[j] * 0x9e3779b97f4a7c15ULL) & (cap - 1);
+				     ; i = (i + 1) & (cap - 1))
 					if (!v[i]) {
 						v[i] = set->v[j];
 						break;
@@ -174,7 +176,8 @@ static void idset_add(struct idset *set, uint64_t x)
 		set->v = v;
 		set->cap = cap;
 	}
-	for (size_t i = (size_t)(x * 0x9e3779b97f4a7c15ULL) & (set->cap - 1);; i = (i + 1) & (set->cap - 1)) {
+	for (size_t i = (size_t)(x * 0x9e3779b97f4a7c15ULL) & (set->cap - 1);;
+	     i = (i + 1) & (set->cap - 1)) {
 		if (set->v[i] == x)
 			return;
 		if (!set->v[i]) {
@@ -201,16 +204,16 @@ struct swarm_peer {
 	unsigned nsq;
 	uint64_t chunks_in, chunks_out;
 	struct idset has;
-	uint64_t ping_at_us;	/* when the unanswered PING went, 0 if none */
+	uint64_t ping_at_us; /* when the unanswered PING went, 0 if none */
 	uint64_t srtt_us;
-	bool blocked;		/* its send queue is full: wait for writable() */
-	uint64_t heard_at;	/* ms: the last frame from it */
-	uint64_t pex_at;	/* ms: our last PEX to it */
-	uint64_t *have_q;	/* HAVE prefixes waiting for room in the queue */
+	bool blocked;	   /* its send queue is full: wait for writable() */
+	uint64_t heard_at; /* ms: the last frame from it */
+	uint64_t pex_at;   /* ms: our last PEX to it */
+	uint64_t *have_q;  /* HAVE prefixes waiting for room in the queue */
 	size_t have_n, have_cap;
-	uint64_t served_seq;	/* pieces_out when it last got one (turns) */
-	uint64_t rx_window;	/* chunk bytes it sent us since the last rechoke */
-	double rx_rate;		/* ... bytes per second, smoothed */
+	uint64_t served_seq; /* pieces_out when it last got one (turns) */
+	uint64_t rx_window;  /* chunk bytes it sent us since the last rechoke */
+	double rx_rate;	     /* ... bytes per second, smoothed */
 };
 
 struct swarm {
@@ -245,13 +248,13 @@ struct swarm {
 	struct swarm_peer *optimistic;
 	uint64_t rechoke_at;
 	struct {
-		uint64_t x;	 /* id prefix */
-		uint64_t at;	 /* ms */
-		const void *to;	 /* the member it went to */
+		uint64_t x;	/* id prefix */
+		uint64_t at;	/* ms */
+		const void *to; /* the member it went to */
 	} sent[RECENT_SENT];
 	unsigned sent_next;
 	uint64_t rate_at, rate_in_base, rate_out_base; /* for the smoothed rates */
-	uint64_t bytes_in; /* chunk bytes received in all */
+	uint64_t bytes_in;			       /* chunk bytes received in all */
 	double rate_in, rate_out;
 	/* Content location: files announced (a ring), files looked up lately. */
 	uint8_t (*provided)[32];
@@ -297,8 +300,8 @@ void swarm_share_keys(const uint8_t read_key[static 32], uint8_t member_key[stat
 static void proof(const struct swarm *s, const struct tp_conn *c, const uint8_t *node_id,
 		  uint8_t out[static 32])
 {
-	hmac(s->member_key, "p2pfs member 1", tp_conn_session_id(c), TP_SESSION_ID_LEN, node_id,
-	     32, out);
+	hmac(s->member_key, "p2pfs member 1", tp_conn_session_id(c), TP_SESSION_ID_LEN, node_id, 32,
+	     out);
 }
 
 /* ---- helpers ---- */
@@ -320,10 +323,10 @@ static void ban(struct swarm *s, const uint8_t *id)
 	memcpy(s->banned[s->nbanned++], id, 32);
 }
 
-static struct swarm_peer *member_by_id(struct swarm *s, const uint8_t *id, struct swarm_peer *not)
+static struct swarm_peer *member_by_id(struct swarm *s, const uint8_t *id, struct swarm_peer * not )
 {
 	for (struct swarm_peer *p = s->peers; p; p = p->next)
-		if (p != not && !p->closing && p->up && !memcmp(p->id, id, 32))
+		if (p != not &&!p->closing && p->up && !memcmp(p->id, id, 32))
 			return p;
 	return NULL;
 }
@@ -493,7 +496,8 @@ static struct swarm_peer *pick(struct swarm *s, struct fetch *f, bool *ret_any_u
 			continue;
 		/* Members that said they hold it first, then the least busy. */
 		has = idset_has(&p->has, x);
-		if (!best || (has && !best_has) || (has == best_has && p->inflight < best->inflight)) {
+		if (!best || (has && !best_has) ||
+		    (has == best_has && p->inflight < best->inflight)) {
 			best = p;
 			best_has = has;
 		}
@@ -513,7 +517,8 @@ static void dispatch(struct swarm *s)
 	if (s->o.max_download) {
 		refill(s);
 		if (s->down_tokens < 0) {
-			uint64_t ms = (uint64_t)(-s->down_tokens * 1000.0 / (double)s->o.max_download) + 1;
+			uint64_t ms =
+			    (uint64_t)(-s->down_tokens * 1000.0 / (double)s->o.max_download) + 1;
 
 			if (!ev_timer_armed(&s->down_timer) &&
 			    ev_timer_start(s->o.loop, &s->down_timer, ms) < 0)
@@ -560,7 +565,8 @@ static void fetch_fail_log(struct swarm *s, struct fetch *f, int rc)
 	if (rc == -ETIMEDOUT)
 		log_error("chunk %s: no member supplied it within %u s (%u connected, asked %u "
 			  "times, %u said they do not hold it)",
-			  h, s->o.fetch_timeout_ms / 1000, count_members(s), f->nasked, f->nnotfound);
+			  h, s->o.fetch_timeout_ms / 1000, count_members(s), f->nasked,
+			  f->nnotfound);
 	else
 		log_error("chunk %s: cannot fetch it: %s", h, strerror(-rc));
 }
@@ -920,7 +926,9 @@ static void upload_pump(struct swarm *s)
 			int rc;
 
 			if (s->o.max_upload && s->up_tokens < 0) {
-				uint64_t ms = (uint64_t)(-s->up_tokens * 1000.0 / (double)s->o.max_upload) + 1;
+				uint64_t ms =
+				    (uint64_t)(-s->up_tokens * 1000.0 / (double)s->o.max_upload) +
+				    1;
 
 				if (!ev_timer_armed(&s->up_timer) &&
 				    ev_timer_start(s->o.loop, &s->up_timer, ms) < 0)
@@ -1197,12 +1205,14 @@ static void send_pex(struct swarm *s, struct swarm_peer *to)
 		struct swarm_addr *x = &s->addrs[i];
 		bool dup = false;
 
-		if (!x->has_id || now - x->heard_at >= SWARM_LIVENESS_MS || !memcmp(x->id, to->id, 32))
+		if (!x->has_id || now - x->heard_at >= SWARM_LIVENESS_MS ||
+		    !memcmp(x->id, to->id, 32))
 			continue;
 		for (unsigned k = 0; k < n && !dup; k++)
 			dup = !memcmp(entries + (size_t)k * SWARM_PEX_ENTRY, x->id, 32);
 		if (!dup)
-			pex_put(entries + (size_t)n++ * SWARM_PEX_ENTRY, x->id, &x->a, now - x->heard_at);
+			pex_put(entries + (size_t)n++ * SWARM_PEX_ENTRY, x->id, &x->a,
+				now - x->heard_at);
 	}
 	to->pex_at = now;
 	if (!n)
@@ -1551,8 +1561,8 @@ static int on_hello(struct swarm_peer *p, const struct swarm_msg *m)
 			return 1;
 		}
 	}
-	log_info("member %s connected (%s%s)", tp_conn_name(p->c), p->outgoing ? "outgoing" : "incoming",
-		 p->writable ? ", writer" : ", reader");
+	log_info("member %s connected (%s%s)", tp_conn_name(p->c),
+		 p->outgoing ? "outgoing" : "incoming", p->writable ? ", writer" : ", reader");
 	send_pex(s, p);
 	send_ping(p);
 	send_inventory(s, p);
@@ -1781,7 +1791,8 @@ static void dht_work(struct swarm *s)
 		dht_node_kick(s->o.dht);
 	}
 	if (!s->lookup_running && now >= s->next_lookup) {
-		if (dht_get_providers(d, dht_node_now(s->o.dht), s->tag, on_members_found, s) == 0) {
+		if (dht_get_providers(d, dht_node_now(s->o.dht), s->tag, on_members_found, s) ==
+		    0) {
 			s->lookup_running = true;
 			s->st.dht_lookups++;
 		}
@@ -1885,8 +1896,8 @@ static bool endgame_move(struct swarm *s, struct fetch *f, uint64_t now)
 		if (!g->peer && !g->verifying)
 			return false; /* not the endgame: work is waiting */
 	for (struct swarm_peer *p = s->peers; p && !idle; p = p->next)
-		if (p != f->peer && p->member && !p->closing && !p->inflight &&
-		    idle_has(p, x) && !tried(f, p->id))
+		if (p != f->peer && p->member && !p->closing && !p->inflight && idle_has(p, x) &&
+		    !tried(f, p->id))
 			idle = p;
 	if (!idle)
 		return false;
@@ -1912,8 +1923,9 @@ static void on_tick(struct ev_timer *t)
 			peer_abort(p, NULL); /* why was logged when it was marked */
 		else if (p->member && !p->closing && now - p->pex_at >= PEX_EVERY_MS)
 			send_pex(s, p);
-		else if (p->member && !p->closing && (!p->ping_at_us ||
-			 (tm_mono_ns() / 1000) - p->ping_at_us > 5000000ULL) && (now / TICK_MS) % 10 == 0)
+		else if (p->member && !p->closing &&
+			 (!p->ping_at_us || (tm_mono_ns() / 1000) - p->ping_at_us > 5000000ULL) &&
+			 (now / TICK_MS) % 10 == 0)
 			send_ping(p);
 	}
 	for (f = s->fetches; f; f = fn) {
@@ -1966,9 +1978,9 @@ static void on_tick(struct ev_timer *t)
 	if (now - s->rate_at >= 1000) {
 		double dt = (double)(now - s->rate_at) / 1000.0;
 
-		s->rate_in = 0.6 * s->rate_in +
-			     0.4 * (double)(s->bytes_in - s->rate_in_base) / dt;
-		s->rate_out = 0.6 * s->rate_out + 0.4 * (double)(s->st.served_bytes - s->rate_out_base) / dt;
+		s->rate_in = 0.6 * s->rate_in + 0.4 * (double)(s->bytes_in - s->rate_in_base) / dt;
+		s->rate_out =
+		    0.6 * s->rate_out + 0.4 * (double)(s->st.served_bytes - s->rate_out_base) / dt;
 		s->rate_in_base = s->bytes_in;
 		s->rate_out_base = s->st.served_bytes;
 		s->rate_at = now;

@@ -81,11 +81,11 @@
 #include "net/ident.h"
 
 #define SWARM_KEY_LEN 32
-#define SWARM_MSG_APP 32     /* message types from here up are the caller's */
-#define SWARM_WINDOW 8	     /* chunk requests in flight per member */
-#define SWARM_SERVE_MAX 64   /* requests a member may have queued with us */
-#define SWARM_PEX_MAX 16     /* members per PEX message */
-#define SWARM_PIECE (1 << 20) /* bytes of a chunk per DATA message */
+#define SWARM_MSG_APP 32		   /* message types from here up are the caller's */
+#define SWARM_WINDOW 8			   /* chunk requests in flight per member */
+#define SWARM_SERVE_MAX 64		   /* requests a member may have queued with us */
+#define SWARM_PEX_MAX 16		   /* members per PEX message */
+#define SWARM_PIECE (1 << 20)		   /* bytes of a chunk per DATA message */
 #define SWARM_LIVENESS_MS (10 * 60 * 1000) /* unheard of this long: failed */
 
 struct swarm;
@@ -101,8 +101,8 @@ struct swarm_opts {
 	struct ev_loop *loop;
 	const struct peer_ident *ident;
 	struct cs_store *cs;
-	struct ev_pool *pool;	   /* received chunks are hashed and stored here; NULL: on the loop */
-	struct dht_node *dht;	   /* members are announced and found here; may be NULL */
+	struct ev_pool *pool; /* received chunks are hashed and stored here; NULL: on the loop */
+	struct dht_node *dht; /* members are announced and found here; may be NULL */
 	const uint8_t *member_key; /* SWARM_KEY_LEN: proves membership */
 	const uint8_t *share_tag;  /* SWARM_KEY_LEN: the share's keyed id (also the DHT key) */
 	bool writable;		   /* we hold the write capability (told to members) */
@@ -189,7 +189,7 @@ size_t swarm_peers(struct swarm *s, struct swarm_peer_info *out, size_t max);
 
 struct swarm_stats {
 	unsigned members, connecting, known_addrs;
-	unsigned fetches;	    /* chunks being fetched now */
+	unsigned fetches;		 /* chunks being fetched now */
 	uint64_t fetched, fetched_bytes; /* chunks received and verified */
 	uint64_t served, served_bytes;
 	uint64_t fetch_failed, bad_chunks, stalls, notfound, endgame, redirects;

@@ -77,7 +77,7 @@ struct txq {
 struct tp_conn {
 	struct ev_loop *loop;
 	struct tp *tp;
-	struct tp_listener *from; /* responder: its listener until the handshake ends */
+	struct tp_listener *from;	/* responder: its listener until the handshake ends */
 	struct tp_conn *pnext, **pprev; /* ... and in its list of handshakes */
 	struct tp_conn_cbs cbs;
 	void *arg;
@@ -115,8 +115,8 @@ struct tp_listener {
 	struct ev_timer retry;
 	struct sockaddr_storage peer;
 	socklen_t peer_len;
-	unsigned refs;	  /* 1 until tp_listener_free(), + 1 per handshaking connection */
-	unsigned pending; /* connections in their handshake */
+	unsigned refs;		    /* 1 until tp_listener_free(), + 1 per handshaking connection */
+	unsigned pending;	    /* connections in their handshake */
 	struct tp_conn *handshakes; /* those connections */
 	bool busy, closed;
 	uint16_t port;
