@@ -193,7 +193,7 @@ struct swarm_peer {
 	struct swarm *s;
 	struct swarm_peer *next;
 	struct tp_conn *c;
-	bool outgoing, up, hello_sent, member, writable, closing, announced;
+	bool outgoing, up, member, writable, closing, announced;
 	uint8_t id[32];
 	struct dht_addr listen; /* where it accepts connections (from HELLO) */
 	uint64_t since;
@@ -338,11 +338,6 @@ static int send_msg(struct swarm_peer *p, uint8_t type, const void *body, size_t
 	if (!p->c || p->closing)
 		return -ENOTCONN;
 	return tp_conn_sendv(p->c, iov, len ? 2 : 1);
-}
-
-static void hex8(char out[static 9], const uint8_t *id)
-{
-	p2p_hex8(out, id);
 }
 
 /* ---- fetches ---- */
@@ -560,7 +555,7 @@ static void fetch_fail_log(struct swarm *s, struct fetch *f, int rc)
 {
 	char h[9];
 
-	hex8(h, f->id);
+	p2p_hex8(h, f->id);
 	s->st.fetch_failed++;
 	if (rc == -ETIMEDOUT)
 		log_error("chunk %s: no member supplied it within %u s (%u connected, asked %u "
@@ -584,7 +579,7 @@ int swarm_fetch(struct swarm *s, const uint8_t id[static CS_ID_LEN], const uint8
 		if (!count_members(s)) {
 			char h[9];
 
-			hex8(h, id);
+			p2p_hex8(h, id);
 			log_info("chunk %s is not stored here and no member is connected", h);
 			return -ENOENT;
 		}
@@ -630,7 +625,7 @@ static void fetch_verified(struct swarm *s, struct fetch *f, const uint8_t *from
 	char h[9];
 
 	if (rc == -EBADMSG) {
-		hex8(h, f->id);
+		p2p_hex8(h, f->id);
 		s->st.bad_chunks++;
 		log_error("member %s sent chunk %s with bytes that do not hash to its id: "
 			  "disconnecting it and not asking it again",
@@ -654,7 +649,7 @@ static void fetch_verified(struct swarm *s, struct fetch *f, const uint8_t *from
 	s->st.fetched_bytes += f->total;
 	if (rc < 0) {
 		/* Not stored (the disk is full?): the readers still get it. */
-		hex8(h, f->id);
+		p2p_hex8(h, f->id);
 		log_error("chunk %s arrived but cannot be stored: %s", h, strerror(-rc));
 	}
 	{
@@ -1113,8 +1108,10 @@ static int on_data(struct swarm_peer *p, const struct swarm_msg *m)
 	s->bytes_in += n;
 	s->down_tokens -= (double)n;
 	f->progress_at = ev_now(s->o.loop);
-	if (f->got == f->total)
+	if (f->got == f->total) {
 		fetch_complete(s, p, f);
+		dispatch(s); /* its slot is free */
+	}
 	return 0;
 }
 
@@ -1132,6 +1129,7 @@ static int on_notfound(struct swarm_peer *p, const struct swarm_msg *m)
 		f->nnotfound++;
 	}
 	fetch_detach(f);
+	dispatch(p->s);
 	return 0;
 }
 
@@ -1245,11 +1243,6 @@ static int on_pex(struct swarm_peer *p, const struct swarm_msg *m)
 }
 
 /* ---- who holds what ---- */
-
-static bool idle_has(const struct swarm_peer *p, uint64_t x)
-{
-	return idset_has(&p->has, x);
-}
 
 static int on_have(struct swarm_peer *p, const struct swarm_msg *m)
 {
@@ -1507,9 +1500,10 @@ static void send_hello(struct swarm *s, struct swarm_peer *p)
 	m.u.hello.proof = pr;
 	m.u.hello.port = s->port;
 	m.u.hello.flags = s->o.writable ? 1 : 0;
-	if ((len = swarm_msg_encode(&m, out, sizeof(out))) > 0 &&
-	    tp_conn_send(p->c, out, (size_t)len) == 0)
-		p->hello_sent = true;
+	/* Right after the handshake the queue is empty; should this fail anyway,
+	 * the HELLO deadline ends the connection. */
+	if ((len = swarm_msg_encode(&m, out, sizeof(out))) > 0)
+		(void)!tp_conn_send(p->c, out, (size_t)len);
 }
 
 static int on_hello(struct swarm_peer *p, const struct swarm_msg *m)
@@ -1651,11 +1645,8 @@ static void on_frame(void *arg, struct tp_conn *c, uint8_t *data, size_t len)
 		peer_abort(p, NULL);
 		return;
 	}
-	if (p->closing) { /* sent a bad chunk */
+	if (p->closing) /* sent a bad chunk */
 		peer_abort(p, NULL);
-		return;
-	}
-	dispatch(s);
 }
 
 static void on_writable(void *arg, struct tp_conn *c)
@@ -1896,8 +1887,8 @@ static bool endgame_move(struct swarm *s, struct fetch *f, uint64_t now)
 		if (!g->peer && !g->verifying)
 			return false; /* not the endgame: work is waiting */
 	for (struct swarm_peer *p = s->peers; p && !idle; p = p->next)
-		if (p != f->peer && p->member && !p->closing && !p->inflight && idle_has(p, x) &&
-		    !tried(f, p->id))
+		if (p != f->peer && p->member && !p->closing && !p->inflight &&
+		    idset_has(&p->has, x) && !tried(f, p->id))
 			idle = p;
 	if (!idle)
 		return false;
@@ -1938,7 +1929,7 @@ static void on_tick(struct ev_timer *t)
 			if (rc == -EIO) {
 				char h[9];
 
-				hex8(h, f->id);
+				p2p_hex8(h, f->id);
 				log_error("chunk %s: every member holding it has gone", h);
 				s->st.fetch_failed++;
 			} else {
@@ -1956,7 +1947,7 @@ static void on_tick(struct ev_timer *t)
 		if (f->peer && now - f->progress_at >= s->o.stall_ms) {
 			char h[9];
 
-			hex8(h, f->id);
+			p2p_hex8(h, f->id);
 			log_warn("member %s stalled on chunk %s for %u ms: asking another",
 				 tp_conn_name(f->peer->c), h, s->o.stall_ms);
 			s->st.stalls++;
