@@ -167,41 +167,5 @@ static void peers_help(FILE *f)
 
 int cmd_peers(int argc, char **argv)
 {
-	static const struct option opts[] = {
-		{ "state", required_argument, NULL, 's' },
-		{ "json", no_argument, NULL, 'j' },
-		{ "help", no_argument, NULL, 'h' },
-		{ NULL, 0, NULL, 0 },
-	};
-	const char *state_opt = NULL, *req[2] = { "peers", "json" };
-	bool json = false;
-	char *state;
-	int c, rc;
-
-	optind = 1;
-	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
-		switch (c) {
-		case 's':
-			state_opt = optarg;
-			break;
-		case 'j':
-			json = true;
-			break;
-		case 'h':
-			peers_help(stdout);
-			return EXIT_OK;
-		default:
-			peers_help(stderr);
-			return EXIT_USAGE;
-		}
-	}
-	if (argc - optind > 1) {
-		peers_help(stderr);
-		return EXIT_USAGE;
-	}
-	if (!(state = cli_pick_state(state_opt, optind < argc ? argv[optind] : NULL)))
-		return EXIT_NOT_RUNNING;
-	rc = ctl_call(state, json ? 2 : 1, req, false);
-	free(state);
-	return rc;
+	return cli_query(argc, argv, "peers", peers_help);
 }

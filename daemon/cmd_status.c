@@ -1,13 +1,14 @@
 // SPDX-License-Identifier: MIT
 /*
- * daemon/cmd_status.c - `p2pfs status [MOUNTPOINT]`: what the daemon is doing.
+ * daemon/cmd_status.c - `p2pfs status [MOUNTPOINT]`: what the daemon is doing;
+ * and the option handling of the read-only queries (status, peers).
  */
 #include "daemon/daemon.h"
 
 #include <getopt.h>
 #include <stdlib.h>
 
-static void help(FILE *f)
+static void status_help(FILE *f)
 {
 	fprintf(f,
 		"usage: p2pfs status [MOUNTPOINT] [--state DIR] [--json]\n\n"
@@ -20,7 +21,7 @@ static void help(FILE *f)
 		"  -h, --help   this text\n");
 }
 
-int cmd_status(int argc, char **argv)
+int cli_query(int argc, char **argv, const char *request, void (*usage)(FILE *f))
 {
 	static const struct option opts[] = {
 		{ "state", required_argument, NULL, 's' },
@@ -28,7 +29,7 @@ int cmd_status(int argc, char **argv)
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
-	const char *state_opt = NULL, *req[2] = { "status", "json" };
+	const char *state_opt = NULL, *req[2] = { request, "json" };
 	bool json = false;
 	char *state;
 	int c, rc;
@@ -43,15 +44,15 @@ int cmd_status(int argc, char **argv)
 			json = true;
 			break;
 		case 'h':
-			help(stdout);
+			usage(stdout);
 			return EXIT_OK;
 		default:
-			help(stderr);
+			usage(stderr);
 			return EXIT_USAGE;
 		}
 	}
 	if (argc - optind > 1) {
-		help(stderr);
+		usage(stderr);
 		return EXIT_USAGE;
 	}
 	if (!(state = cli_pick_state(state_opt, optind < argc ? argv[optind] : NULL)))
@@ -59,4 +60,9 @@ int cmd_status(int argc, char **argv)
 	rc = ctl_call(state, json ? 2 : 1, req, false);
 	free(state);
 	return rc;
+}
+
+int cmd_status(int argc, char **argv)
+{
+	return cli_query(argc, argv, "status", status_help);
 }

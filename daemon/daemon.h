@@ -93,6 +93,9 @@ char *cli_state_of_mount(const char *mountpoint, int *ret_err);
  * NULL if a given mount point is not a p2pfs mount.
  */
 char *cli_pick_state(const char *state_opt, const char *mountpoint);
+/* cmd_status.c: a query of a running daemon ([MOUNTPOINT] [--state DIR]
+ * [--json]): sends @request (and "json") and prints the reply. */
+int cli_query(int argc, char **argv, const char *request, void (*usage)(FILE *f));
 /* Wait (bounded) until the daemon of @state_dir has released its lock. */
 int cli_wait_exit(const char *state_dir);
 /* Lock @cfg->state_dir and run the daemon: in the foreground, or forked into

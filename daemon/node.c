@@ -211,6 +211,31 @@ static void json_str(FILE *f, const char *s)
 	fputc('"', f);
 }
 
+/* A JSON reply built in memory, sent whole. */
+struct json_reply {
+	char *buf;
+	size_t len;
+	FILE *f;
+};
+
+/* NULL (the client told) when out of memory. */
+static FILE *json_begin(struct ctl_conn *c, struct json_reply *r)
+{
+	r->buf = NULL;
+	r->len = 0;
+	if (!(r->f = open_memstream(&r->buf, &r->len)))
+		ctl_end(c, EXIT_FAIL, "out of memory");
+	return r->f;
+}
+
+static void json_end(struct ctl_conn *c, struct json_reply *r)
+{
+	fclose(r->f);
+	ctl_printf(c, "%s", r->buf);
+	free(r->buf);
+	ctl_end(c, 0, NULL);
+}
+
 /* The DHT part of status: JSON members (after a comma) or text lines. */
 static void dht_status(struct daemon *d, struct ctl_conn *c, FILE *json)
 {
@@ -360,14 +385,11 @@ static void peers_reply(struct daemon *d, struct ctl_conn *c, bool json)
 	}
 	n = P2P_MIN(swarm_peers(d->swarm, pi, ARRAY_SIZE(pi)), ARRAY_SIZE(pi));
 	if (json) {
-		char *buf = NULL;
-		size_t len = 0;
-		FILE *f = open_memstream(&buf, &len);
+		struct json_reply jr;
+		FILE *f = json_begin(c, &jr);
 
-		if (!f) {
-			ctl_end(c, EXIT_FAIL, "out of memory");
+		if (!f)
 			return;
-		}
 		fputc('[', f);
 		for (size_t i = 0; i < n; i++) {
 			char id[65];
@@ -387,10 +409,7 @@ static void peers_reply(struct daemon *d, struct ctl_conn *c, bool json)
 			    pi[i].rtt_us / 1000.0, (unsigned long long)(pi[i].connected_ms / 1000));
 		}
 		fputc(']', f);
-		fclose(f);
-		ctl_printf(c, "%s", buf);
-		free(buf);
-		ctl_end(c, 0, NULL);
+		json_end(c, &jr);
 		return;
 	}
 	if (!n) {
@@ -423,24 +442,18 @@ static void node_status_reply(struct daemon *d, struct ctl_conn *c, bool json)
 
 	p2p_hex(node, d->node_id, 32);
 	if (json) {
-		char *buf = NULL;
-		size_t len = 0;
-		FILE *f = open_memstream(&buf, &len);
+		struct json_reply jr;
+		FILE *f = json_begin(c, &jr);
 
-		if (!f) {
-			ctl_end(c, EXIT_FAIL, "out of memory");
+		if (!f)
 			return;
-		}
 		fprintf(f, "{\"version\":\"%s\",\"pid\":%d,\"mode\":\"node\",\"state_dir\":",
 			P2PFS_VERSION, getpid());
 		json_str(f, d->cfg->state_dir);
 		fprintf(f, ",\"node_id\":\"%s\",\"uptime_s\":%llu", node, (unsigned long long)up);
 		dht_status(d, c, f);
 		fprintf(f, "}");
-		fclose(f);
-		ctl_printf(c, "%s", buf);
-		free(buf);
-		ctl_end(c, 0, NULL);
+		json_end(c, &jr);
 		return;
 	}
 	ctl_printf(c, "mode:          DHT node (no mount)");
@@ -472,14 +485,11 @@ static void cmd_status_reply(struct daemon *d, struct ctl_conn *c, bool json)
 	/* Logical bytes of local files over the bytes their chunks take. */
 	dedup = cs.bytes ? (double)ns.bytes / (double)cs.bytes : 1.0;
 	if (json) {
-		char *buf = NULL;
-		size_t len = 0;
-		FILE *f = open_memstream(&buf, &len);
+		struct json_reply jr;
+		FILE *f = json_begin(c, &jr);
 
-		if (!f) {
-			ctl_end(c, EXIT_FAIL, "out of memory");
+		if (!f)
 			return;
-		}
 		fprintf(f, "{\"version\":\"%s\",\"pid\":%d,\"mountpoint\":", P2PFS_VERSION,
 			getpid());
 		json_str(f, d->cfg->mountpoint);
@@ -511,10 +521,7 @@ static void cmd_status_reply(struct daemon *d, struct ctl_conn *c, bool json)
 		dht_status(d, c, f);
 		swarm_status(d, c, f);
 		fprintf(f, "}");
-		fclose(f);
-		ctl_printf(c, "%s", buf);
-		free(buf);
-		ctl_end(c, 0, NULL);
+		json_end(c, &jr);
 		return;
 	}
 	ctl_printf(c, "mount point:   %s", d->cfg->mountpoint);
