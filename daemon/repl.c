@@ -319,7 +319,8 @@ static void on_timer(struct ev_timer *t)
 {
 	struct repl *r = container_of(t, struct repl, timer);
 	uint64_t now = ev_now(r->loop);
-	bool busy = false;
+	bool busy = false, have_dg = false;
+	struct digest dg;
 
 	for (struct repl_peer *rp = r->peers; rp; rp = rp->next) {
 		size_t off = 0;
@@ -334,12 +335,9 @@ static void on_timer(struct ev_timer *t)
 			off += 4 + l;
 		}
 		outbox_pump(r, rp);
-		if (now >= rp->next_sync) {
-			struct digest dg;
-
-			if (digest_make(r, &dg) == 0)
-				send_digest(r, rp, &dg, false);
-		}
+		/* One digest for all the members due (it reads every record). */
+		if (now >= rp->next_sync && (have_dg || (have_dg = digest_make(r, &dg) == 0)))
+			send_digest(r, rp, &dg, false);
 		busy |= rp->len > rp->off;
 	}
 	r->push_len = 0;
