@@ -271,7 +271,7 @@ struct swarm {
 static const struct tp_conn_cbs peer_cbs;
 static void refill(struct swarm *s);
 static void dispatch(struct swarm *s);
-static bool redirect(struct swarm *s, struct swarm_peer *asker, const uint8_t *id);
+static bool held_elsewhere(const struct swarm *s, const struct swarm_peer *asker, uint64_t x);
 
 /* ---- keys ---- */
 
@@ -843,7 +843,7 @@ static int serve_one(struct swarm *s, struct swarm_peer *p)
 	if (!q->failed && q->off == 0 && busy(s)) {
 		uint64_t x = prefix_of(q->id);
 
-		if (redirect(s, p, q->id) || sent_to_other(s, p, x, ev_now(s->o.loop))) {
+		if (held_elsewhere(s, p, x) || sent_to_other(s, p, x, ev_now(s->o.loop))) {
 			/* Another member has it, or will in a moment: our
 			 * upload goes to what only we have. */
 			q->failed = q->busy = true;
@@ -999,19 +999,14 @@ static void on_serve_read(void *arg, int rc, struct cs_buf *b)
 }
 
 /*
- * Redirect: while more is asked of us than we can send (REDIRECT_QUEUE
- * requests queued over all members), a chunk another member holds is
- * answered NOTFOUND, so the asker gets it there and our upload goes to
- * chunks only we have: each leaves us about once, and members trade the
- * rest among themselves.
+ * Redirect: while more is asked of us than we can send (busy()), a chunk
+ * another member holds is answered NOTFOUND(busy), so the asker gets it
+ * there and our upload goes to chunks only we have: each leaves us about
+ * once, and members trade the rest among themselves.
  */
-static bool redirect(struct swarm *s, struct swarm_peer *asker, const uint8_t *id)
+static bool held_elsewhere(const struct swarm *s, const struct swarm_peer *asker, uint64_t x)
 {
-	uint64_t x = prefix_of(id);
-
-	if (!busy(s))
-		return false;
-	for (struct swarm_peer *p = s->peers; p; p = p->next)
+	for (const struct swarm_peer *p = s->peers; p; p = p->next)
 		if (p != asker && p->member && !p->closing && idset_has(&p->has, x))
 			return true;
 	return false;
@@ -1036,7 +1031,7 @@ static int on_get(struct swarm_peer *p, const struct swarm_msg *m)
 	*p->sq_tail = q;
 	p->sq_tail = &q->next;
 	p->nsq++;
-	if (redirect(p->s, p, id)) {
+	if (busy(p->s) && held_elsewhere(p->s, p, prefix_of(id))) {
 		q->failed = q->busy = true;
 		p->s->st.redirects++;
 	} else {
