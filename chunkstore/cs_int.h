@@ -119,6 +119,12 @@ struct cs_victim {
 
 struct cs_mem; /* the memory cache and pending reads (read.c) */
 
+enum cs_read_mode {
+	CS_READ_AUTO,	  /* buffered if the page cache holds the record, else O_DIRECT */
+	CS_READ_DIRECT,	  /* always O_DIRECT */
+	CS_READ_BUFFERED, /* always through the page cache */
+};
+
 struct cs_store {
 	pthread_mutex_t lock;
 	pthread_cond_t cond; /* a write finished or an entry left CS_E_WRITING */
@@ -181,7 +187,7 @@ struct cs_store {
 	struct ev_loop *loop;
 	struct cs_mem *mem;
 	atomic_uint_fast64_t mem_bytes;
-	bool direct_reads; /* cs_read with O_DIRECT (off by default, see read.c) */
+	enum cs_read_mode read_mode; /* how cs_read reads records (read.c) */
 };
 
 /* Pack table, under s->lock. */
@@ -217,8 +223,9 @@ void cs__touch(struct cs_store *s, const uint8_t id[static CS_ID_LEN]);
 void cs__mem_free(struct cs_store *s);
 /* Checkpoint after @bytes of appends at least (256 MiB by default): for tests. */
 void cs__set_ckpt_interval(struct cs_store *s, uint64_t bytes);
-/* Use O_DIRECT for cs_read, or buffered reads (the default): for benchmarks. */
-void cs__set_direct_reads(struct cs_store *s, bool direct);
+/* How cs_read reads records (CS_READ_AUTO by default, see read.c): for tests
+ * and benchmarks. */
+void cs__set_read_mode(struct cs_store *s, enum cs_read_mode mode);
 
 /* Unlink packs emptied before @cover (a durable checkpoint's). Lock not held. */
 void cs__packs_retire(struct cs_store *s, uint64_t cover);

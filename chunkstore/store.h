@@ -98,6 +98,7 @@ struct cs_stats {
 	uint64_t puts, put_bytes, dedup_hits;
 	/* Since open; corrupt also counts records found lost at open. */
 	uint64_t gets, get_bytes, evictions, corrupt;
+	uint64_t direct_gets;	  /* of the gets by cs_read, those read with O_DIRECT */
 	uint64_t index_mem;	  /* bytes of memory the index uses */
 	uint64_t mem_cache_bytes; /* bytes held by the cs_read memory cache */
 	/* Pack bytes read at open to replay what followed the checkpoint. */

@@ -493,6 +493,7 @@ static void *pool_main(void *arg)
 
 	for (;;) {
 		struct ev_work *w;
+		ev_work_fn *done;
 
 		pthread_mutex_lock(&p->lock);
 		while (!p->head && !p->stop)
@@ -506,8 +507,9 @@ static void *pool_main(void *arg)
 		if (!p->head)
 			p->tail = NULL;
 		pthread_mutex_unlock(&p->lock);
+		done = w->done; /* without done, run() may free w */
 		w->run(w);
-		if (w->done) {
+		if (done) {
 			w->job.fn = work_done;
 			ev_post(w->loop, &w->job);
 		}

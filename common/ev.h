@@ -159,7 +159,7 @@ struct ev_work {
 P2P_MUST_CHECK int ev_pool_new(unsigned nthreads, struct ev_pool **ret_pool);
 /* Waits for queued work to finish, then frees. NULL is a no-op. */
 void ev_pool_free(struct ev_pool *p);
-/* @done may be NULL. @loop may be NULL only if @done is. */
+/* @done may be NULL (then @run may free @w). @loop may be NULL only if @done is. */
 void ev_work_submit(struct ev_pool *p, struct ev_loop *loop, struct ev_work *w, ev_work_fn *run,
 		    ev_work_fn *done);
 

@@ -704,6 +704,9 @@ int fs_new(struct ev_loop *loop, struct ev_pool *pool, struct cs_store *cs, stru
 		fs_free(fs);
 		return -ENOMEM;
 	}
+	/* Without the reply thread reads are answered on the loop: slower, not wrong. */
+	if (ev_pool_new(1, &fs->reply_pool) < 0)
+		log_warn("cannot start the read reply thread; answering reads on the loop");
 	ev_op_init(&fs->poll_op, on_fuse_ready);
 	ev_timer_init(&fs->commit_timer, on_commit_timer);
 	ev_timer_init(&fs->tune_timer, tune_bdi);
@@ -755,6 +758,8 @@ void fs_free(struct fs *fs)
 {
 	if (!fs)
 		return;
+	/* Replies still queued are sent (or fail on the ended session) first. */
+	ev_pool_free(fs->reply_pool);
 	fs_remote_done(fs);
 	if (fs->se) {
 		if (fs->mounted)

@@ -100,6 +100,7 @@ struct fs_buf {
 struct fs {
 	struct ev_loop *loop;
 	struct ev_pool *pool;
+	struct ev_pool *reply_pool; /* one thread that sends read data (fs_io.c rd_reply) */
 	struct cs_store *cs;
 	struct ns *ns;
 	struct fs_opts o;

@@ -427,6 +427,7 @@ struct rd_piece {
 };
 
 struct rd {
+	struct ev_work w; /* the reply, on fs->reply_pool */
 	fuse_req_t req;
 	struct fs_node *n;
 	unsigned pending;
@@ -435,42 +436,61 @@ struct rd {
 	struct rd_piece p[];
 };
 
-static void rd_finish(struct rd *rd)
+/*
+ * Send a read's data and free it. On the reply thread: this write to
+ * /dev/fuse is where the kernel copies the data into the reader's pages,
+ * the largest single cost of a read, so the loop goes on with the next
+ * requests meanwhile. Nothing here touches loop state: the pieces are
+ * reference-counted buffers (cs_buf) and memory of the read's own.
+ */
+static void rd_reply(struct ev_work *w)
 {
-	struct fs_node *n = rd->n;
-	struct fs *fs = n->fs;
+	struct rd *rd = container_of(w, struct rd, w);
+	struct iovec small[8] = { { 0 } }, *iov = small;
 
-	if (rd->err) {
-		fs->st.read_errors++;
-		fuse_reply_err(rd->req, rd->err);
+	if (rd->npieces > ARRAY_SIZE(small) && !(iov = malloc(rd->npieces * sizeof(*iov)))) {
+		fuse_reply_err(rd->req, ENOMEM);
 	} else {
-		struct iovec small[8], *iov = small;
-		size_t total = 0;
-
-		if (rd->npieces > ARRAY_SIZE(small) &&
-		    !(iov = malloc(rd->npieces * sizeof(*iov)))) {
-			fuse_reply_err(rd->req, ENOMEM);
-			goto out;
-		}
 		for (size_t i = 0; i < rd->npieces; i++) {
 			struct rd_piece *p = &rd->p[i];
 
 			iov[i].iov_base = p->buf ? (void *)(cs_buf_data(p->buf) + p->skip) : p->own;
 			iov[i].iov_len = p->len;
-			total += p->len;
 		}
-		fs->st.reads++;
-		fs->st.read_bytes += total;
 		fuse_reply_iov(rd->req, iov, (int)rd->npieces);
 		if (iov != small)
 			free(iov);
 	}
-out:
 	for (size_t i = 0; i < rd->npieces; i++) {
 		cs_buf_unref(rd->p[i].buf);
 		free(rd->p[i].own);
 	}
 	free(rd);
+}
+
+static void rd_finish(struct rd *rd)
+{
+	struct fs_node *n = rd->n;
+	struct fs *fs = n->fs;
+	bool failed = rd->err != 0;
+
+	if (failed) {
+		fs->st.read_errors++;
+		fuse_reply_err(rd->req, rd->err);
+		for (size_t i = 0; i < rd->npieces; i++) {
+			cs_buf_unref(rd->p[i].buf);
+			free(rd->p[i].own);
+		}
+		free(rd);
+	} else {
+		fs->st.reads++;
+		for (size_t i = 0; i < rd->npieces; i++)
+			fs->st.read_bytes += rd->p[i].len;
+		if (fs->reply_pool)
+			ev_work_submit(fs->reply_pool, NULL, &rd->w, rd_reply, NULL);
+		else
+			rd_reply(&rd->w);
+	}
 	n->busy--;
 	fs_node_put(n);
 }

@@ -989,7 +989,7 @@ static void second_open_is_refused(void)
 
 /* ---- cs_read on a loop ---- */
 
-static void async_reads(bool direct)
+static void async_reads(enum cs_read_mode mode)
 {
 	char *dir = t_tmpdir("cs");
 	struct cs_store_opts o = { .mem_cache = 4 << 20 };
@@ -1009,7 +1009,7 @@ static void async_reads(bool direct)
 	T_ASSERT_EQ(cs_put(s, big.id, big.data, big.len, 0), 1);
 	T_ASSERT_OK(ev_loop_new(8, &l));
 	cs_store_set_loop(s, l);
-	cs__set_direct_reads(s, direct);
+	cs__set_read_mode(s, mode);
 
 	/* Miss: a read is started and the callback brings verified data. */
 	T_ASSERT_EQ(cs_read(s, c[1].id, on_read_cb, &r1, &b), 0);
@@ -1091,12 +1091,84 @@ static void async_reads(bool direct)
 
 static void async_reads_direct(void)
 {
-	async_reads(true);
+	async_reads(CS_READ_DIRECT);
 }
 
 static void async_reads_buffered(void)
 {
-	async_reads(false);
+	async_reads(CS_READ_BUFFERED);
+}
+
+static void async_reads_auto(void)
+{
+	async_reads(CS_READ_AUTO);
+}
+
+static void drop_pack_cache(const char *dir)
+{
+	char path[4096];
+
+	for (unsigned no = 1; no < 8; no++) {
+		int fd;
+
+		snprintf(path, sizeof(path), "%s/%08x.pack", dir, no);
+		if ((fd = open(path, O_RDONLY | O_CLOEXEC)) < 0)
+			continue;
+		T_ASSERT_OK(fdatasync(fd));
+		T_ASSERT_OK(posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED));
+		close(fd);
+	}
+}
+
+/* Records the page cache holds are read through it; others go direct. */
+static void auto_reads_choose_by_page_cache(void)
+{
+	char *dir = t_tmpdir("cs-auto");
+	struct cs_store_opts o = { .mem_cache = 1 << 20 };
+	struct chunk c = mk(300000), d = mk(300000);
+	struct cs_store *s = open_store(dir, &o);
+	struct read_result r = { 0 };
+	struct cs_buf *b = NULL;
+	struct ev_loop *l;
+	int pfd;
+	char probe[4096];
+
+	T_ASSERT_EQ(cs_put(s, c.id, c.data, c.len, 0), 1);
+	T_ASSERT_EQ(cs_put(s, d.id, d.data, d.len, 0), 1);
+	T_ASSERT_OK(cs_store_sync(s));
+	T_ASSERT_OK(ev_loop_new(8, &l));
+	cs_store_set_loop(s, l);
+
+	/* Just written: in the page cache, read buffered. */
+	T_ASSERT_EQ(cs_read(s, c.id, on_read_cb, &r, &b), 0);
+	run_loop_until(l, &r.calls, 1);
+	T_ASSERT_EQ(r.rc, 0);
+	T_ASSERT_MEM_EQ(cs_buf_data(r.buf), c.data, c.len);
+	cs_buf_unref(r.buf);
+	T_ASSERT_EQ(stats(s).direct_gets, 0);
+
+	/* Dropped from the page cache: read direct, where the filesystem allows it. */
+	drop_pack_cache(dir);
+	snprintf(probe, sizeof(probe), "%s/00000001.pack", dir);
+	pfd = open(probe, O_RDONLY | O_DIRECT | O_CLOEXEC);
+	T_ASSERT_EQ(cs_read(s, d.id, on_read_cb, &r, &b), 0);
+	run_loop_until(l, &r.calls, 2);
+	T_ASSERT_EQ(r.rc, 0);
+	T_ASSERT_MEM_EQ(cs_buf_data(r.buf), d.data, d.len);
+	cs_buf_unref(r.buf);
+	if (pfd >= 0) {
+		T_ASSERT_EQ(stats(s).direct_gets, 1);
+		close(pfd);
+	} else {
+		T_ASSERT_EQ(stats(s).direct_gets, 0); /* tmpfs and the like: buffered */
+	}
+
+	T_ASSERT_OK(cs_store_close(s));
+	ev_loop_free(l);
+	free(c.data);
+	free(d.data);
+	t_tmpdir_remove(dir);
+	free(dir);
 }
 
 /* ---- concurrency ---- */
@@ -1313,6 +1385,7 @@ T_MAIN(T_CASE(put_get_has_round_trip), T_CASE(dedup_verify_and_limits),
        T_CASE(disk_full_is_a_clean_error), T_CASE(maintenance_checkpoints_and_punches_unasked),
        T_CASE(synced_chunks_survive_sigkill), T_CASE(torn_tail_and_hole_drop_only_the_damaged),
        T_CASE(corrupt_checkpoint_falls_back_to_a_scan), T_CASE(second_open_is_refused),
-       T_CASE(async_reads_direct), T_CASE(async_reads_buffered), T_CASE(concurrent_puts),
+       T_CASE(async_reads_direct), T_CASE(async_reads_buffered), T_CASE(async_reads_auto),
+       T_CASE(auto_reads_choose_by_page_cache), T_CASE(concurrent_puts),
        T_CASE(marks_unpin_the_unreferenced), T_CASE(emptied_packs_are_deleted),
        T_CASE(index_memory_per_chunk))

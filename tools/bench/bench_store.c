@@ -312,7 +312,7 @@ static double read_all(struct cs_store *s, struct ev_loop *l, bool direct)
 	uint64_t t0 = tm_mono_ns();
 	int rc;
 
-	cs__set_direct_reads(s, direct);
+	cs__set_read_mode(s, direct ? CS_READ_DIRECT : CS_READ_BUFFERED);
 	start_reads(&r);
 	while (r.done < nchunks)
 		if ((rc = ev_loop_run_once(l, 1000)) < 0)
