@@ -1142,6 +1142,7 @@ void fs_flush_node(struct fs_node *n, struct fs_waiter *w)
 	j->in.cs = fs->cs;
 	j->in.get = flush_get;
 	j->in.get_arg = j;
+	j->in.pool = fs->pool;
 	j->base_content = n->content;
 	j->in.put_flags = CS_PUT_PIN;
 	mf_init(&j->new_mf);

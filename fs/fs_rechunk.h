@@ -17,6 +17,7 @@
 #include <stdint.h>
 
 #include "chunkstore/store.h"
+#include "common/ev.h"
 #include "fs/fs_ext.h"
 #include "fs/mf.h"
 
@@ -34,6 +35,9 @@ struct fs_rechunk_in {
 	unsigned put_flags;   /* e.g. CS_PUT_PIN */
 	fs_chunk_get_fn *get; /* NULL: cs_get on @cs */
 	void *get_arg;
+	/* Where a helper may hash and store cut chunks beside the caller's
+	 * thread; NULL: all on the caller's thread. */
+	struct ev_pool *pool;
 };
 
 struct fs_rechunk_stats {

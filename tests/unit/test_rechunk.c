@@ -48,6 +48,7 @@ struct world {
 	int sfd;
 	struct fs_ext dirty;
 	struct mf base;
+	struct ev_pool *pool; /* helpers for hashing, or NULL */
 };
 
 static void world_init(struct world *w, uint64_t size)
@@ -55,6 +56,7 @@ static void world_init(struct world *w, uint64_t size)
 	struct cs_store_opts o = { 0 };
 	char path[512];
 
+	w->pool = NULL;
 	w->dir = t_tmpdir("rechunk");
 	snprintf(path, sizeof(path), "%s/store", w->dir);
 	T_ASSERT_OK(cs_store_open(path, &o, &w->cs));
@@ -125,6 +127,7 @@ static void check(struct world *w, struct fs_rechunk_stats *ret_st)
 		.cdc = &small,
 		.cs = w->cs,
 		.put_flags = CS_PUT_PIN,
+		.pool = w->pool,
 	};
 	struct mf got, want;
 	struct fs_rechunk_stats st;
@@ -188,13 +191,14 @@ static void truncations(void)
 	world_done(&w);
 }
 
-static void random_histories_match_full_chunking(void)
+static void random_histories(struct ev_pool *pool, int rounds)
 {
-	for (int round = 0; round < 12; round++) {
+	for (int round = 0; round < rounds; round++) {
 		struct world w;
 		int ops = 1 + (int)(t_rand() % 8);
 
 		world_init(&w, t_rand() % (6 * 1024 * 1024));
+		w.pool = pool;
 		for (int i = 0; i < ops; i++) {
 			uint64_t r = t_rand() % 100;
 
@@ -210,6 +214,32 @@ static void random_histories_match_full_chunking(void)
 	}
 }
 
+static void random_histories_match_full_chunking(void)
+{
+	random_histories(NULL, 12);
+}
+
+/* The same with helpers hashing beside the caller: the same chunk lists. */
+static void helpers_give_the_same_chunks(void)
+{
+	struct ev_pool *pool;
+	struct world w;
+	struct fs_rechunk_stats st;
+
+	T_ASSERT_OK(ev_pool_new(3, &pool));
+	random_histories(pool, 12);
+	/* A long new file: many batches, each shared with a helper. */
+	world_init(&w, 6 * 1024 * 1024);
+	w.pool = pool;
+	w_truncate(&w, 0);
+	w_write(&w, 0, 20 * 1024 * 1024);
+	check(&w, &st);
+	T_ASSERT_EQ(st.chunks_kept, 0);
+	T_ASSERT_EQ(st.bytes_hashed, 20 * 1024 * 1024);
+	world_done(&w);
+	ev_pool_free(pool);
+}
+
 T_MAIN(T_CASE(one_small_write_keeps_the_other_chunks), T_CASE(append_rechunks_only_the_tail),
        T_CASE(new_file_from_nothing), T_CASE(truncations),
-       T_CASE(random_histories_match_full_chunking))
+       T_CASE(random_histories_match_full_chunking), T_CASE(helpers_give_the_same_chunks))
