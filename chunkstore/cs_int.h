@@ -128,6 +128,11 @@ enum cs_read_mode {
 struct cs_store {
 	pthread_mutex_t lock;
 	pthread_cond_t cond; /* a write finished or an entry left CS_E_WRITING */
+	/* Held around the copy of a record into a pack: two threads writing one
+	 * file serialize on its inode lock anyway, and in the kernel the
+	 * waiter spins (6 % of a long write's CPU here); here it sleeps. */
+	pthread_mutex_t wlock;
+	atomic_bool direct_writes; /* large records with O_DIRECT (store.c cs_put) */
 
 	char *dir;
 	int dirfd; /* holds the flock */

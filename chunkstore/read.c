@@ -12,7 +12,8 @@
  * gets -EBADMSG.
  *
  * How a record is read is decided per record: if the page cache holds all
- * of it (just written, or read by someone else), a buffered read copies it
+ * of it (a small record just written: large ones are written around the
+ * page cache, see cs_put; or one read by someone else), a buffered read copies it
  * from memory; otherwise an O_DIRECT read of the aligned range around it
  * puts the data straight into the buffer that becomes the cs_buf, without
  * a second copy through the page cache, and with the read in flight on the

@@ -935,6 +935,15 @@ static void torn_tail_and_hole_drop_only_the_damaged(void)
 	free(dir);
 }
 
+static uint64_t sum_len(const struct chunk *c, int n)
+{
+	uint64_t t = 0;
+
+	for (int i = 0; i < n; i++)
+		t += c[i].len;
+	return t;
+}
+
 static void corrupt_checkpoint_falls_back_to_a_scan(void)
 {
 	char *dir = t_tmpdir("cs"), path[1024];
@@ -954,6 +963,41 @@ static void corrupt_checkpoint_falls_back_to_a_scan(void)
 		expect_chunk(s, &c[i]);
 	T_ASSERT_OK(cs_store_close(s));
 	free_many(c, 10);
+	t_tmpdir_remove(dir);
+	free(dir);
+}
+
+/* Large records (written with O_DIRECT, aligned and padded) between small
+ * ones (buffered): a scan without a checkpoint finds every one. */
+static void mixed_records_survive_a_full_scan(void)
+{
+	char *dir = t_tmpdir("cs"), path[1024];
+	struct chunk c[24];
+	struct cs_store *s = open_store(dir, NULL);
+	uint64_t alloc, size;
+	int npacks;
+
+	for (int i = 0; i < 24; i++) {
+		c[i] = mk(i % 3 ? 1000 + (size_t)i * 37 : 70000 + (size_t)i * 4099);
+		T_ASSERT_EQ(cs_put(s, c[i].id, c[i].data, c[i].len, CS_PUT_PIN), 1);
+	}
+	T_ASSERT_OK(cs_store_sync(s));
+	for (int i = 0; i < 24; i++)
+		expect_chunk(s, &c[i]);
+	T_ASSERT_OK(cs_store_close(s));
+	snprintf(path, sizeof(path), "%s/index", dir);
+	T_ASSERT_OK(unlink(path));
+	s = open_store(dir, NULL);
+	T_ASSERT(stats(s).open_scan_bytes > 0);
+	T_ASSERT_EQ(stats(s).chunks, 24);
+	for (int i = 0; i < 24; i++)
+		expect_chunk(s, &c[i]);
+	/* Padding costs at most an aligned block before and after each large record. */
+	pack_usage(dir, &alloc, &size, &npacks);
+	T_ASSERT(size <= 4096 + 8 * 2 * 4096 + 24 * (CS_REC_HDR_LEN + 8) + sum_len(c, 24));
+	T_ASSERT_OK(cs_store_close(s));
+	for (int i = 0; i < 24; i++)
+		free(c[i].data);
 	t_tmpdir_remove(dir);
 	free(dir);
 }
@@ -1120,12 +1164,13 @@ static void drop_pack_cache(const char *dir)
 	}
 }
 
-/* Records the page cache holds are read through it; others go direct. */
+/* Records the page cache holds are read through it; others go direct. A
+ * small record is written through the page cache, a large one around it. */
 static void auto_reads_choose_by_page_cache(void)
 {
 	char *dir = t_tmpdir("cs-auto");
 	struct cs_store_opts o = { .mem_cache = 1 << 20 };
-	struct chunk c = mk(300000), d = mk(300000);
+	struct chunk c = mk(20000), d = mk(300000);
 	struct cs_store *s = open_store(dir, &o);
 	struct read_result r = { 0 };
 	struct cs_buf *b = NULL;
@@ -1147,7 +1192,8 @@ static void auto_reads_choose_by_page_cache(void)
 	cs_buf_unref(r.buf);
 	T_ASSERT_EQ(stats(s).direct_gets, 0);
 
-	/* Dropped from the page cache: read direct, where the filesystem allows it. */
+	/* Written direct, or dropped from the page cache: read direct, where
+	 * the filesystem allows it. */
 	drop_pack_cache(dir);
 	snprintf(probe, sizeof(probe), "%s/00000001.pack", dir);
 	pfd = open(probe, O_RDONLY | O_DIRECT | O_CLOEXEC);
@@ -1384,8 +1430,8 @@ T_MAIN(T_CASE(put_get_has_round_trip), T_CASE(dedup_verify_and_limits),
        T_CASE(sampled_eviction_keeps_the_recently_used), T_CASE(disk_reserve_refuses_puts),
        T_CASE(disk_full_is_a_clean_error), T_CASE(maintenance_checkpoints_and_punches_unasked),
        T_CASE(synced_chunks_survive_sigkill), T_CASE(torn_tail_and_hole_drop_only_the_damaged),
-       T_CASE(corrupt_checkpoint_falls_back_to_a_scan), T_CASE(second_open_is_refused),
-       T_CASE(async_reads_direct), T_CASE(async_reads_buffered), T_CASE(async_reads_auto),
-       T_CASE(auto_reads_choose_by_page_cache), T_CASE(concurrent_puts),
+       T_CASE(corrupt_checkpoint_falls_back_to_a_scan), T_CASE(mixed_records_survive_a_full_scan),
+       T_CASE(second_open_is_refused), T_CASE(async_reads_direct), T_CASE(async_reads_buffered),
+       T_CASE(async_reads_auto), T_CASE(auto_reads_choose_by_page_cache), T_CASE(concurrent_puts),
        T_CASE(marks_unpin_the_unreferenced), T_CASE(emptied_packs_are_deleted),
        T_CASE(index_memory_per_chunk))
