@@ -118,6 +118,7 @@ void fs_node_put(struct fs_node *n)
 		;
 	*pp = n->hnext;
 	fs->nnodes--;
+	fs_node_run_free(n);
 	if (n->sfd >= 0)
 		close(n->sfd);
 	mf_done(&n->mf);
@@ -389,7 +390,7 @@ void fs_sync(struct fs *fs, fs_done_fn *done, void *arg)
 
 /* ---- request buffers and the /dev/fuse reader ---- */
 
-static struct fs_buf *get_buf(struct fs *fs)
+struct fs_buf *fs_buf_get(struct fs *fs)
 {
 	struct fs_buf *b = fs->free_bufs;
 
@@ -403,7 +404,7 @@ static struct fs_buf *get_buf(struct fs *fs)
 	return b;
 }
 
-static void put_buf(struct fs *fs, struct fs_buf *b)
+void fs_buf_put(struct fs *fs, struct fs_buf *b)
 {
 	if (fs->nfree_bufs >= FS_FREE_BUFS) {
 		free(b);
@@ -424,7 +425,7 @@ static void on_fuse_ready(struct ev_op *op, int32_t res)
 	if (res < 0 && res != -ECANCELED && res != -EINTR)
 		log_warn("poll on /dev/fuse: %s", strerror(-res));
 	for (int i = 0; i < FS_BATCH; i++) {
-		struct fs_buf *b = get_buf(fs);
+		struct fs_buf *b = fs_buf_get(fs);
 		struct fuse_buf fb;
 		ssize_t n;
 
@@ -436,7 +437,7 @@ static void on_fuse_ready(struct ev_op *op, int32_t res)
 		if (n < 0) {
 			int err = errno;
 
-			put_buf(fs, b);
+			fs_buf_put(fs, b);
 			if (err == EINTR || err == ENOENT) /* ENOENT: the request was interrupted */
 				continue;
 			if (err == EAGAIN)
@@ -453,7 +454,7 @@ static void on_fuse_ready(struct ev_op *op, int32_t res)
 		fs->cur_buf = b;
 		fuse_session_process_buf(fs->se, &fb);
 		if (fs->cur_buf)
-			put_buf(fs, fs->cur_buf);
+			fs_buf_put(fs, fs->cur_buf);
 		fs->cur_buf = NULL;
 		fs->st.requests++;
 		if (fuse_session_exited(fs->se)) {
@@ -771,6 +772,7 @@ void fs_free(struct fs *fs)
 
 		for (; n; n = next) {
 			next = n->hnext;
+			fs_node_run_free(n);
 			if (n->sfd >= 0)
 				close(n->sfd);
 			mf_done(&n->mf);

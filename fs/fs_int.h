@@ -21,6 +21,7 @@
 #include "common/log.h"
 #include "fs/fs.h"
 #include "fs/fs_ext.h"
+#include "fs/fs_seg.h"
 #include "fs/mf.h"
 
 /* A request waiting for something (a manifest load, a flush, a commit). */
@@ -66,8 +67,11 @@ struct fs_node {
 	struct fs_waiter *mf_waiters;
 
 	/* Writes not yet chunked. */
-	int sfd;		      /* staging file (O_TMPFILE), -1 if none */
-	struct fs_ext dirty;	      /* ranges whose newest bytes are in the staging file */
+	int sfd;	     /* staging file (O_TMPFILE), -1 if none */
+	struct fs_ext dirty; /* ranges whose newest bytes are in staging (file or run) */
+	struct fs_seg *run;  /* the staged run: contiguous appended writes in memory */
+	size_t nrun, run_cap;
+	struct fs_buf *run_dead;      /* buffers a running flush may still read (freed after it) */
 	struct fs_ext wdirty;	      /* ranges written while a flush runs */
 	uint64_t size;		      /* current size */
 	int64_t mtime;		      /* current mtime (ns), valid when dirty */
@@ -116,6 +120,7 @@ struct fs {
 	size_t bufsize;
 	struct fs_buf *free_bufs;
 	unsigned nfree_bufs;
+	uint64_t run_bytes;	/* write bytes held in staged runs, all nodes */
 	struct fs_buf *cur_buf; /* buffer of the request being dispatched; a handler may take it */
 
 	struct fs_node **nodes;
@@ -174,6 +179,11 @@ void fs_remote_done(struct fs *fs);
 void fs_announce_stored(struct fs *fs, const struct mf *m, const struct ns_content *c);
 struct fs_inval;
 void fs_node_put(struct fs_node *n); /* free if nothing needs it */
+/* Request buffers (loop thread). */
+struct fs_buf *fs_buf_get(struct fs *fs);
+void fs_buf_put(struct fs *fs, struct fs_buf *b);
+/* Drop a node's staged run and the buffers a flush kept (no flush running). */
+void fs_node_run_free(struct fs_node *n);
 void fs_commit_kick(struct fs *fs);
 void fs_commit_wait(struct fs *fs, struct fs_waiter *w); /* w answered after a later commit */
 void fs_mark_ns_dirty(struct fs *fs);

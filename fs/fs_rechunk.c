@@ -19,7 +19,8 @@
  * the pool that claims chunks from the same batch (struct hash_share). A
  * helper never waits for work: it leaves when the batch has nothing left to
  * claim, so it holds a pool thread only while there is hashing to do. On
- * two cores this takes a long write from ~540 to ~700 MB/s here.
+ * two cores this takes a 2 GiB write of new data from 340-410 to 450-620
+ * MB/s here (alternating runs on fresh stores).
  *
  * Invariants:
  *  1. Chunk mode starts only at an old boundary or at/after the old end, so
@@ -168,9 +169,19 @@ static int read_new(struct src *s, uint64_t off, uint8_t *dst, size_t len)
 		size_t n;
 
 		if (i < d->n && d->r[i].start <= off) {
+			uint64_t rs = fs_run_start(s->in->run, s->in->nrun);
+			uint64_t re = fs_run_end(s->in->run, s->in->nrun);
+
 			n = (size_t)P2P_MIN((uint64_t)len, d->r[i].end - off);
-			if ((rc = pread_full(s->in->staging_fd, dst, n, off)) < 0)
-				return rc;
+			if (off >= rs && off < re) {
+				n = (size_t)P2P_MIN((uint64_t)n, re - off);
+				fs_run_copy(s->in->run, s->in->nrun, off, dst, n);
+			} else {
+				if (off < rs)
+					n = (size_t)P2P_MIN((uint64_t)n, rs - off);
+				if ((rc = pread_full(s->in->staging_fd, dst, n, off)) < 0)
+					return rc;
+			}
 		} else {
 			uint64_t lim = i < d->n ? d->r[i].start : UINT64_MAX;
 

@@ -19,6 +19,7 @@
 #include "chunkstore/store.h"
 #include "common/ev.h"
 #include "fs/fs_ext.h"
+#include "fs/fs_seg.h"
 #include "fs/mf.h"
 
 /* Reads base chunk @id into a new buffer (caller frees); cs_get by default. */
@@ -30,6 +31,10 @@ struct fs_rechunk_in {
 	const struct fs_ext *dirty; /* ranges whose bytes are in the staging file */
 	uint64_t size;		    /* the new size */
 	int staging_fd;		    /* read with pread at file offsets */
+	/* Staged bytes still in memory: one contiguous run, sorted; they take
+	 * precedence over the staging file where they lie. */
+	const struct fs_seg *run;
+	size_t nrun;
 	const struct cs_cdc_params *cdc;
 	struct cs_store *cs;  /* new chunks are put here */
 	unsigned put_flags;   /* e.g. CS_PUT_PIN */

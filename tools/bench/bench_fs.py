@@ -99,6 +99,15 @@ class Ceiling:
         umount(self.mnt)
 
 
+def distinct(path, size):
+    """Change 16 bytes in every MiB of @path: content-defined chunks of the
+    result share nothing with those of the file before."""
+    with open(path, "r+b") as f:
+        for off in range(0, size, 1 << 20):
+            f.seek(off)
+            f.write(os.urandom(16))
+
+
 def median(xs):
     return statistics.median(xs)
 
@@ -135,6 +144,8 @@ def main():
         p.mount()
         w_c, w_p, r_c, r_p, rr_c, rr_p = [], [], [], [], [], []
         for i in range(runs):
+            if i:
+                distinct(src, size)  # new data each run: a second copy would only dedup
             w_c.append(dd(src, os.path.join(c.mnt, f"w{i}"), size))
             w_p.append(dd(src, os.path.join(p.mnt, f"w{i}"), size))
             drop_caches()
@@ -173,11 +184,7 @@ def main():
         while left > 0:
             n = min(left, size)
             dd(src, os.path.join(p.mnt, f"m{k}"), n)
-            # Make the next copy distinct from this one (no dedup across them).
-            with open(src, "r+b") as f:
-                for off in range(0, n, 1 << 20):
-                    f.seek(off)
-                    f.write(os.urandom(16))
+            distinct(src, n)  # the next copy shares no chunk with this one
             left -= n
             k += 1
         st = p.status()
