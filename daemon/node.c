@@ -504,7 +504,7 @@ static void cmd_status_reply(struct daemon *d, struct ctl_conn *c, bool json)
 			"\"corrupt_chunks\":%llu,\"pending_records\":%llu,\"open_files\":%llu,"
 			"\"dirty_files\":%llu,\"requests\":%llu,\"read_bytes\":%llu,"
 			"\"write_bytes\":%llu,\"commits\":%llu,\"index_mem\":%llu,"
-			"\"namespace_mem\":%llu,\"read_waits\":%llu",
+			"\"namespace_mem\":%llu,\"read_waits\":%llu,\"staged_mem_bytes\":%llu",
 			node, share, d->share.writable ? "true" : "false", (unsigned long long)up,
 			(unsigned long long)ns.files, (unsigned long long)ns.dirs,
 			(unsigned long long)ns.symlinks, (unsigned long long)ns.bytes,
@@ -517,7 +517,8 @@ static void cmd_status_reply(struct daemon *d, struct ctl_conn *c, bool json)
 			(unsigned long long)fs.dirty_files, (unsigned long long)fs.requests,
 			(unsigned long long)fs.read_bytes, (unsigned long long)fs.write_bytes,
 			(unsigned long long)fs.commits, (unsigned long long)cs.index_mem,
-			(unsigned long long)ns.mem_bytes, (unsigned long long)fs.read_waits);
+			(unsigned long long)ns.mem_bytes, (unsigned long long)fs.read_waits,
+			(unsigned long long)fs.staged_mem_bytes);
 		dht_status(d, c, f);
 		swarm_status(d, c, f);
 		fprintf(f, "}");
@@ -552,9 +553,10 @@ static void cmd_status_reply(struct daemon *d, struct ctl_conn *c, bool json)
 		   p2p_fmt_size(a, sizeof(a), fs.read_bytes),
 		   p2p_fmt_size(b, sizeof(b), fs.write_bytes), (unsigned long long)fs.requests,
 		   (unsigned long long)fs.commits);
-	ctl_printf(c, "memory:        index %s, namespace %s",
+	ctl_printf(c, "memory:        index %s, namespace %s, writes waiting to be chunked %s",
 		   p2p_fmt_size(a, sizeof(a), cs.index_mem),
-		   p2p_fmt_size(e, sizeof(e), ns.mem_bytes));
+		   p2p_fmt_size(e, sizeof(e), ns.mem_bytes),
+		   p2p_fmt_size(b, sizeof(b), fs.staged_mem_bytes));
 	swarm_status(d, c, NULL);
 	dht_status(d, c, NULL);
 	ctl_end(c, 0, NULL);

@@ -806,6 +806,7 @@ void fs_get_stats(struct fs *fs, struct fs_stats *st)
 	*st = fs->st;
 	st->open_files = open;
 	st->dirty_files = dirty;
+	st->staged_mem_bytes = fs->run_bytes;
 }
 
 bool fs_busy(const struct fs *fs)

@@ -8,6 +8,7 @@ detached) in a finalizer, even when a test fails.
 import errno
 import hashlib
 import json
+import socket
 import os
 import shutil
 import signal
@@ -146,6 +147,24 @@ class Node:
 
     def status(self):
         return json.loads(p2pfs("status", "--state", self.state, "--json").stdout)
+
+    def status_nofork(self):
+        """status --json over the control socket from this process: running
+        the CLI forks, and a forked child closing a copy of an open file
+        makes the kernel send FLUSH, which a test may not want."""
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.settimeout(30)
+            s.connect(os.path.join(self.state, "ctl.sock"))
+            s.sendall(b"status\tjson\n")
+            data = b""
+            while not data.endswith(b"\n") or b"\n= " not in b"\n" + data:
+                b = s.recv(65536)
+                if not b:
+                    break
+                data += b
+        lines = data.decode().splitlines()
+        assert lines and lines[-1].startswith("= 0"), f"status failed: {lines[-1:]}"
+        return json.loads("".join(l[2:] for l in lines if l.startswith(". ")))
 
     def log(self):
         try:

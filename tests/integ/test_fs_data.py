@@ -1,6 +1,7 @@
 # SPDX-License-Identifier: MIT
 """File contents from 0 bytes to 2 GiB survive writing, reading, unmounting
 and mounting again, byte for byte (sha256)."""
+import ctypes
 import hashlib
 import os
 
@@ -70,3 +71,68 @@ def test_status_reports(node):
     assert st["mountpoint"] == os.path.realpath(node.mnt)
     assert st["files"] == 1 and st["dirs"] >= 1 and st["bytes"] == 3 << 20
     assert len(st["node_id"]) == 64 and len(st["share_id"]) == 64
+
+
+def _written_back(fd):
+    """Push the file's dirty pages to the daemon (FUSE WRITE requests) without
+    a FUSE fsync, then drop them from the page cache: the next reads come
+    from the daemon, while the bytes are still staged there."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    # SYNC_FILE_RANGE_WAIT_BEFORE | WRITE | WAIT_AFTER
+    assert libc.sync_file_range(fd, ctypes.c_int64(0), ctypes.c_int64(0), 7) == 0
+    os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+
+
+def test_staged_writes_read_overwritten_and_truncated(node):
+    """Large appended writes stay in memory until they are chunked: reads of
+    them, overwrites and punches inside them, and truncation into them must
+    all see the newest bytes, before and after the flush and a remount."""
+    path = node.path("staged")
+    size = 12 << 20
+    want = bytearray(os.urandom(size))
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        for off in range(0, size, 1 << 20):
+            os.pwrite(fd, want[off:off + (1 << 20)], off)
+        _written_back(fd)
+        # Still in memory, waiting to be chunked (the write path under test).
+        assert node.status_nofork()["staged_mem_bytes"] >= 8 << 20
+        assert os.pread(fd, size, 0) == want
+        # An overwrite in the middle, then one across the end of the staged bytes.
+        for off, n in ((5 << 20) + 123, 4096), (size - 1000, 300000):
+            b = os.urandom(n)
+            os.pwrite(fd, b, off)
+            want[off:off + n] = b
+            _written_back(fd)
+            assert os.pread(fd, len(want), 0) == want
+        # Appends again, then a punch inside them.
+        tail = os.urandom(3 << 20)
+        os.pwrite(fd, tail, len(want))
+        want += tail
+        _written_back(fd)
+        punch = len(want) - (2 << 20) + 5
+        libc = ctypes.CDLL(None, use_errno=True)
+        assert libc.fallocate(fd, 0x02 | 0x01, ctypes.c_int64(punch),  # PUNCH_HOLE | KEEP_SIZE
+                              ctypes.c_int64(70000)) == 0
+        want[punch:punch + 70000] = bytes(70000)
+        assert os.pread(fd, len(want), 0) == want
+        # Appends, then a truncation into them and growth past it.
+        more = os.urandom(4 << 20)
+        os.pwrite(fd, more, len(want))
+        want += more
+        _written_back(fd)
+        cut = len(want) - (3 << 20) - 777
+        os.ftruncate(fd, cut)
+        del want[cut:]
+        os.ftruncate(fd, cut + 5000)
+        want += bytes(5000)
+        _written_back(fd)
+        assert os.pread(fd, len(want) + 10, 0) == want
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    digest = hashlib.sha256(want).hexdigest()
+    assert sha256_file(path) == digest
+    node.remount()
+    assert os.path.getsize(path) == len(want)
+    assert sha256_file(path) == digest
