@@ -495,30 +495,31 @@ static void cmd_status_reply(struct daemon *d, struct ctl_conn *c, bool json)
 		json_str(f, d->cfg->mountpoint);
 		fprintf(f, ",\"state_dir\":");
 		json_str(f, d->cfg->state_dir);
-		fprintf(f,
-			",\"node_id\":\"%s\",\"share_id\":\"%s\",\"writable\":%s,"
-			"\"uptime_s\":%llu,\"files\":%llu,\"dirs\":%llu,\"symlinks\":%llu,"
-			"\"bytes\":%llu,\"conflicts\":%llu,\"chunks\":%llu,\"chunk_bytes\":%llu,"
-			"\"pinned_bytes\":%llu,\"disk_bytes\":%llu,\"dedup_ratio\":%.3f,"
-			"\"cache_bytes\":%llu,\"cache_quota\":%llu,\"evictions\":%llu,"
-			"\"corrupt_chunks\":%llu,\"pending_records\":%llu,\"open_files\":%llu,"
-			"\"dirty_files\":%llu,\"requests\":%llu,\"read_bytes\":%llu,"
-			"\"write_bytes\":%llu,\"commits\":%llu,\"index_mem\":%llu,"
-			"\"namespace_mem\":%llu,\"read_waits\":%llu,\"staged_mem_bytes\":%llu",
-			node, share, d->share.writable ? "true" : "false", (unsigned long long)up,
-			(unsigned long long)ns.files, (unsigned long long)ns.dirs,
-			(unsigned long long)ns.symlinks, (unsigned long long)ns.bytes,
-			(unsigned long long)ns.conflicts, (unsigned long long)cs.chunks,
-			(unsigned long long)cs.bytes, (unsigned long long)cs.pinned_bytes,
-			(unsigned long long)cs.disk_bytes, dedup,
-			(unsigned long long)cs.cache_bytes, (unsigned long long)cs.cache_quota,
-			(unsigned long long)cs.evictions, (unsigned long long)cs.corrupt,
-			(unsigned long long)ns.pending, (unsigned long long)fs.open_files,
-			(unsigned long long)fs.dirty_files, (unsigned long long)fs.requests,
-			(unsigned long long)fs.read_bytes, (unsigned long long)fs.write_bytes,
-			(unsigned long long)fs.commits, (unsigned long long)cs.index_mem,
-			(unsigned long long)ns.mem_bytes, (unsigned long long)fs.read_waits,
-			(unsigned long long)fs.staged_mem_bytes);
+		fprintf(
+		    f,
+		    ",\"node_id\":\"%s\",\"share_id\":\"%s\",\"writable\":%s,"
+		    "\"uptime_s\":%llu,\"files\":%llu,\"dirs\":%llu,\"symlinks\":%llu,"
+		    "\"bytes\":%llu,\"conflicts\":%llu,\"chunks\":%llu,\"chunk_bytes\":%llu,"
+		    "\"pinned_bytes\":%llu,\"disk_bytes\":%llu,\"dedup_ratio\":%.3f,"
+		    "\"cache_bytes\":%llu,\"cache_quota\":%llu,\"evictions\":%llu,"
+		    "\"corrupt_chunks\":%llu,\"pending_records\":%llu,\"open_files\":%llu,"
+		    "\"dirty_files\":%llu,\"requests\":%llu,\"read_bytes\":%llu,"
+		    "\"write_bytes\":%llu,\"commits\":%llu,\"index_mem\":%llu,"
+		    "\"namespace_mem\":%llu,\"read_waits\":%llu,\"staged_mem_bytes\":%llu,\"write_waits\":%llu,\"unchunked_bytes\":%llu",
+		    node, share, d->share.writable ? "true" : "false", (unsigned long long)up,
+		    (unsigned long long)ns.files, (unsigned long long)ns.dirs,
+		    (unsigned long long)ns.symlinks, (unsigned long long)ns.bytes,
+		    (unsigned long long)ns.conflicts, (unsigned long long)cs.chunks,
+		    (unsigned long long)cs.bytes, (unsigned long long)cs.pinned_bytes,
+		    (unsigned long long)cs.disk_bytes, dedup, (unsigned long long)cs.cache_bytes,
+		    (unsigned long long)cs.cache_quota, (unsigned long long)cs.evictions,
+		    (unsigned long long)cs.corrupt, (unsigned long long)ns.pending,
+		    (unsigned long long)fs.open_files, (unsigned long long)fs.dirty_files,
+		    (unsigned long long)fs.requests, (unsigned long long)fs.read_bytes,
+		    (unsigned long long)fs.write_bytes, (unsigned long long)fs.commits,
+		    (unsigned long long)cs.index_mem, (unsigned long long)ns.mem_bytes,
+		    (unsigned long long)fs.read_waits, (unsigned long long)fs.staged_mem_bytes,
+		    (unsigned long long)fs.write_waits, (unsigned long long)fs.unchunked_bytes);
 		dht_status(d, c, f);
 		swarm_status(d, c, f);
 		fprintf(f, "}");

@@ -686,6 +686,7 @@ int fs_new(struct ev_loop *loop, struct ev_pool *pool, struct cs_store *cs, stru
 	fs->o = *o;
 	fs->fd = -1;
 	fs->inval_tail = &fs->inval;
+	fs->wq_tail = &fs->wq;
 	if (!fs->o.attr_timeout)
 		fs->o.attr_timeout = 10.0;
 	if (!fs->o.entry_timeout)
@@ -761,6 +762,7 @@ void fs_free(struct fs *fs)
 		return;
 	/* Replies still queued are sent (or fail on the ended session) first. */
 	ev_pool_free(fs->reply_pool);
+	fs_write_queue_drop(fs);
 	fs_remote_done(fs);
 	if (fs->se) {
 		if (fs->mounted)
@@ -807,6 +809,7 @@ void fs_get_stats(struct fs *fs, struct fs_stats *st)
 	st->open_files = open;
 	st->dirty_files = dirty;
 	st->staged_mem_bytes = fs->run_bytes;
+	st->unchunked_bytes = fs->backlog;
 }
 
 bool fs_busy(const struct fs *fs)

@@ -103,6 +103,8 @@ struct fs_stats {
 	uint64_t commits, fsyncs;
 	uint64_t open_files, dirty_files;
 	uint64_t staged_mem_bytes; /* written bytes waiting in memory to be chunked */
+	uint64_t write_waits;	   /* writes that waited for chunking to catch up */
+	uint64_t unchunked_bytes;  /* written and not yet chunked (bounded: writes wait) */
 	uint64_t read_errors;
 	uint64_t read_waits;	 /* chunk pieces a read had to wait for (not in memory) */
 	uint64_t remote_changes; /* names and entries changed by records from peers */

@@ -57,8 +57,17 @@
 /* Writes at least this large may join a staged run (a request buffer holds
  * up to 1 MiB: smaller writes would pin mostly empty buffers). */
 #define FS_RUN_MIN_WRITE (256 * 1024)
-/* Bytes all staged runs may hold; past it writes go to the staging file. */
-#define FS_RUN_MAX_BYTES (256ULL << 20)
+/*
+ * Bytes written and not yet taken by a flush, across files, past which a
+ * write waits until a running flush ends. Writes are answered as soon as
+ * they are staged, so without this a writer faster than chunking (a 100 GB
+ * copy) would stage without bound, in memory. Writes wait only while a
+ * flush runs: a count that drifted could never make them wait for nothing.
+ */
+#define FS_BACKLOG_MAX (512ULL << 20)
+/* Bytes all staged runs may hold; past it writes go to the staging file.
+ * Above the backlog limit: in practice the backlog bounds the runs. */
+#define FS_RUN_MAX_BYTES (FS_BACKLOG_MAX + (256ULL << 20))
 
 static struct fs *req_fs(fuse_req_t req)
 {
@@ -880,6 +889,8 @@ struct wr {
 	fuse_req_t req;
 	struct fs_node *n;
 	struct fs_buf *buf; /* NULL when the run took it */
+	const char *data;   /* the bytes, in buf */
+	struct wr *qnext;   /* in fs->wq while waiting for the backlog */
 	bool in_run;
 	uint64_t off;
 	size_t size;
@@ -934,6 +945,7 @@ static void on_write_done(struct ev_op *op, int32_t res)
 			/* Long writes are chunked as they go, on a worker, so close has
 			 * little left to do and the data becomes durable meanwhile. */
 			n->written_since_flush += w->size;
+			fs->backlog += w->size;
 			if (!n->job && n->written_since_flush >= FS_BG_FLUSH_BYTES)
 				fs_flush_node(n, NULL);
 		}
@@ -949,6 +961,57 @@ static void on_write_done(struct ev_op *op, int32_t res)
 	free(w);
 	n->busy--;
 	fs_node_put(n);
+}
+
+/* Stage a write: in the node's run, or through an io_uring write into its staging file. */
+static void write_start(struct wr *w)
+{
+	struct fs_node *n = w->n;
+	struct fs *fs = n->fs;
+	int rc;
+
+	ev_op_init(&w->op, on_write_done);
+	n->busy++;
+	if (run_take(n, w->buf, w->data, w->size, w->off) == 0) {
+		w->buf = NULL;
+		w->in_run = true;
+		on_write_done(&w->op, (int32_t)w->size);
+		return;
+	}
+	if ((rc = run_spill_over(n, w->off, w->off + w->size)) < 0 ||
+	    (rc = ev_write(fs->loop, &w->op, n->sfd, w->data, w->size, w->off)) < 0) {
+		fuse_reply_err(w->req, rc == -EBUSY ? EAGAIN : -rc);
+		free(w->buf);
+		free(w);
+		n->busy--;
+		fs_node_put(n);
+	}
+}
+
+/* A flush ended: start the writes that waited, as far as the backlog allows. */
+static void write_queue_run(struct fs *fs)
+{
+	while (fs->wq && (fs->backlog < FS_BACKLOG_MAX || !fs->nflush)) {
+		struct wr *w = fs->wq;
+
+		if (!(fs->wq = w->qnext))
+			fs->wq_tail = &fs->wq;
+		w->n->busy--; /* held while queued; write_start takes its own */
+		write_start(w);
+	}
+}
+
+void fs_write_queue_drop(struct fs *fs)
+{
+	while (fs->wq) {
+		struct wr *w = fs->wq;
+
+		fs->wq = w->qnext;
+		fuse_reply_err(w->req, EIO);
+		free(w->buf);
+		free(w);
+	}
+	fs->wq_tail = &fs->wq;
 }
 
 void fs_op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size, off_t off,
@@ -976,31 +1039,19 @@ void fs_op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size, o
 	w->n = n;
 	w->off = (uint64_t)off;
 	w->size = size;
+	w->data = buf;
 	/* The bytes live in the request buffer: keep it until the write completes. */
 	w->buf = fs->cur_buf;
 	fs->cur_buf = NULL;
-	ev_op_init(&w->op, on_write_done);
-	n->busy++;
-	if (run_take(n, w->buf, buf, size, (uint64_t)off) == 0) {
-		w->buf = NULL;
-		w->in_run = true;
-		on_write_done(&w->op, (int32_t)size);
+	if (w->buf && (fs->wq || (fs->backlog >= FS_BACKLOG_MAX && fs->nflush))) {
+		/* Chunking is behind: wait for a flush to end (in order). */
+		n->busy++;
+		fs->st.write_waits++;
+		*fs->wq_tail = w;
+		fs->wq_tail = &w->qnext;
 		return;
 	}
-	n->busy--;
-	if ((rc = run_spill_over(n, (uint64_t)off, (uint64_t)off + size)) < 0) {
-		fuse_reply_err(req, -rc);
-		free(w->buf);
-		free(w);
-		return;
-	}
-	if (ev_write(fs->loop, &w->op, n->sfd, buf, size, (uint64_t)off) < 0) {
-		fuse_reply_err(req, EAGAIN);
-		free(w->buf);
-		free(w);
-		return;
-	}
-	n->busy++;
+	write_start(w);
 }
 
 /* ---- truncate and fallocate ---- */
@@ -1120,6 +1171,7 @@ struct fs_flush_job {
 	struct ns_content content;
 	struct ns_content base_content; /* what j->in.base was loaded for */
 	struct fs_seg *run;		/* the node's run when the job started */
+	uint64_t bytes;			/* written since the previous flush (fs->backlog) */
 	struct fs_rechunk_stats st;
 	uint64_t size;
 	int64_t mtime;
@@ -1275,6 +1327,8 @@ static void flush_done(struct ev_work *w)
 	fs_ext_clear(&n->wdirty);
 	n->meta_during_flush = false;
 	n->job = NULL;
+	fs->nflush--;
+	fs->backlog -= P2P_MIN(fs->backlog, j->bytes);
 	while (n->run_dead) { /* invariant 4: the job is done with them */
 		struct fs_buf *b = n->run_dead;
 
@@ -1304,6 +1358,7 @@ static void flush_done(struct ev_work *w)
 		}
 	}
 	fs_sync_flushed(fs);
+	write_queue_run(fs);
 	fs_node_put(n);
 }
 
@@ -1361,8 +1416,10 @@ void fs_flush_node(struct fs_node *n, struct fs_waiter *w)
 	mf_init(&j->new_mf);
 	fs_ext_clear(&n->wdirty);
 	n->meta_during_flush = false;
+	j->bytes = n->written_since_flush;
 	n->written_since_flush = 0;
 	n->job = j;
+	fs->nflush++;
 	if (w) {
 		w->next = n->flush_waiters;
 		n->flush_waiters = w;
@@ -1415,6 +1472,8 @@ void fs_node_discard(struct fs *fs, uint64_t ino)
 		return;
 	fs_ext_clear(&n->dirty);
 	fs_node_run_free(n);
+	fs->backlog -= P2P_MIN(fs->backlog, n->written_since_flush);
+	n->written_since_flush = 0;
 	n->is_dirty = false;
 	n->flush_err = 0;
 	if (!n->busy && n->sfd >= 0) {

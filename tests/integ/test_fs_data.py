@@ -4,6 +4,8 @@ and mounting again, byte for byte (sha256)."""
 import ctypes
 import hashlib
 import os
+import threading
+import time
 
 import pytest
 from p2pfs_harness import random_file, sha256_file, tree_digest
@@ -136,3 +138,38 @@ def test_staged_writes_read_overwritten_and_truncated(node):
     node.remount()
     assert os.path.getsize(path) == len(want)
     assert sha256_file(path) == digest
+
+
+def test_a_fast_writer_waits_for_chunking(node):
+    """Writes are answered once staged, and chunking is slower than the
+    kernel hands data over: the bytes waiting to be chunked must stay
+    bounded (512 MiB, plus what is in flight) however much is written."""
+    size = 1536 << 20
+    peak = [0]
+    done = threading.Event()
+
+    def watch():
+        while not done.is_set():
+            peak[0] = max(peak[0], node.status_nofork()["unchunked_bytes"])
+            time.sleep(0.02)
+
+    t = threading.Thread(target=watch)
+    t.start()
+    block = bytearray(os.urandom(4 << 20))
+    try:
+        fd = os.open(node.path("fast"), os.O_WRONLY | os.O_CREAT, 0o644)
+        try:
+            for i in range(size // len(block)):
+                block[:8] = i.to_bytes(8, "little")  # distinct blocks, no copy
+                os.write(fd, block)
+        finally:
+            os.close(fd)
+    finally:
+        done.set()
+        t.join()
+    assert 0 < peak[0] <= (512 + 128) << 20, f"peak backlog {peak[0] >> 20} MiB"
+    with open(node.path("fast"), "rb", buffering=0) as f:
+        for i in range(size // len(block)):
+            block[:8] = i.to_bytes(8, "little")
+            assert f.read(len(block)) == block, f"block {i} differs"
+        assert f.read(1) == b""
