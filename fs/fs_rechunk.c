@@ -272,8 +272,10 @@ int fs_rechunk(const struct fs_rechunk_in *in, struct mf *ret_mf, struct fs_rech
 {
 	const struct mf *base = in->base;
 	const uint32_t max = in->cdc->max_size;
-	/* Room for several maximum chunks, so a batch has work for two threads. */
-	const size_t cap = WINDOW_MAX_CHUNKS * (size_t)max;
+	/* Room for several maximum chunks, so a batch has work for two threads;
+	 * no more than the file needs (a small file's flush stays small). */
+	const size_t cap = (size_t)P2P_MAX(
+	    P2P_MIN((uint64_t)WINDOW_MAX_CHUNKS * max, P2P_ALIGN_UP(in->size, 4096)), 4096);
 	const size_t max_cuts = cap / P2P_MAX(in->cdc->min_size, 1U) + 1;
 	struct fs_rechunk_stats st = { 0 };
 	struct src s = { .in = in, .cached = SIZE_MAX };

@@ -164,6 +164,8 @@ def main():
             disk.append(dd(disk_file, "/dev/null", size, bs=4 << 20, extra=("iflag=direct",)))
         os.unlink(disk_file)
         res["disk_read"] = median(disk)
+        res["runs"] = {"write": [w_c, w_p], "cold_read": [r_c, r_p], "warm_read": [rr_c, rr_p],
+                       "disk_read": disk}
         res["write"] = (median(w_c), median(w_p))
         res["cold_read"] = (median(r_c), median(r_p))
         res["warm_read"] = (median(rr_c), median(rr_p))
@@ -218,6 +220,10 @@ def main():
     row(f"create+write 4 KiB+close", "tmpfs", b, v, "files/s", "reported", True)
     b, v = res["stat"]
     row("stat", "tmpfs", b, v, "files/s", "reported", True)
+    if "runs" in res:
+        print("\nall runs (baseline / p2pfs, MB/s): " + "; ".join(
+            f"{k} " + " ".join(f"{b:.0f}/{v:.0f}" for b, v in zip(*res["runs"][k]))
+            for k in ("write", "cold_read", "warm_read")))
     print(f"\nmemory: daemon RSS {res['rss_mib']:.0f} MiB after storing {res['stored_gib']:.1f} GiB "
           f"({res['chunks']} chunks); index {res['index_bytes_per_chunk']:.1f} B/chunk (target <= 64); "
           f"namespace {res['ns_bytes_per_entry']:.0f} B/entry (target <= 256)")
