@@ -712,6 +712,7 @@ int fs_new(struct ev_loop *loop, struct ev_pool *pool, struct cs_store *cs, stru
 	ev_op_init(&fs->poll_op, on_fuse_ready);
 	ev_timer_init(&fs->commit_timer, on_commit_timer);
 	ev_timer_init(&fs->tune_timer, tune_bdi);
+	ev_timer_init(&fs->trim_timer, fs_trim_fire);
 	*ret_fs = fs;
 	return 0;
 }
@@ -763,6 +764,8 @@ void fs_free(struct fs *fs)
 	/* Replies still queued are sent (or fail on the ended session) first. */
 	ev_pool_free(fs->reply_pool);
 	fs_write_queue_drop(fs);
+	if (ev_timer_armed(&fs->trim_timer))
+		ev_timer_stop(fs->loop, &fs->trim_timer);
 	fs_remote_done(fs);
 	if (fs->se) {
 		if (fs->mounted)

@@ -121,9 +121,11 @@ struct fs {
 	size_t bufsize;
 	struct fs_buf *free_bufs;
 	unsigned nfree_bufs;
-	uint64_t run_bytes;	  /* write bytes held in staged runs, all nodes */
-	uint64_t backlog;	  /* bytes written and not yet taken by a flush job, all nodes */
-	unsigned nflush;	  /* flush jobs running */
+	uint64_t run_bytes; /* write bytes held in staged runs, all nodes */
+	uint64_t backlog;   /* bytes written and not yet taken by a flush job, all nodes */
+	unsigned nflush;    /* flush jobs running */
+	uint64_t trim_at;   /* ms: the last malloc_trim (fs_io.c maybe_trim) */
+	struct ev_timer trim_timer;
 	struct wr *wq, **wq_tail; /* writes waiting for the backlog to shrink (fs_io.c) */
 	struct fs_buf *cur_buf; /* buffer of the request being dispatched; a handler may take it */
 
@@ -190,6 +192,7 @@ void fs_buf_put(struct fs *fs, struct fs_buf *b);
 void fs_node_run_free(struct fs_node *n);
 /* Answer writes still waiting for the backlog with EIO (at the end). */
 void fs_write_queue_drop(struct fs *fs);
+void fs_trim_fire(struct ev_timer *t);
 void fs_commit_kick(struct fs *fs);
 void fs_commit_wait(struct fs *fs, struct fs_waiter *w); /* w answered after a later commit */
 void fs_mark_ns_dirty(struct fs *fs);
