@@ -980,7 +980,8 @@ static uint8_t *dio_fill(const struct iovec *iov, int n, size_t total)
 }
 
 /* Write @total bytes of @buf at @off of pack @p through its O_DIRECT
- * handle; -EINVAL if this filesystem does not allow it. */
+ * handle; -EINVAL if this filesystem does not allow it, -ENOTSUP if the
+ * handle cannot be had now (the caller writes buffered either way). */
 static int write_direct(struct cs_store *s, struct cs_pack *p, const uint8_t *buf, size_t total,
 			uint64_t off)
 {
@@ -988,7 +989,7 @@ static int write_direct(struct cs_store *s, struct cs_pack *p, const uint8_t *bu
 	int fd = cs__pack_dfd(s, p);
 
 	if (fd < 0)
-		return -EINVAL;
+		return -ENOTSUP;
 	while (done < total) {
 		ssize_t w = pwrite(fd, buf + done, total - done, (off_t)(off + done));
 
@@ -1106,6 +1107,8 @@ int cs_put(struct cs_store *s, const uint8_t id[static CS_ID_LEN], const void *d
 		if (direct && (rc = write_direct(s, p, dbuf, total, off)) == -EINVAL) {
 			/* Refused (tmpfs): buffered from now on. */
 			atomic_store(&s->direct_writes, false);
+			direct = false;
+		} else if (rc == -ENOTSUP) {
 			direct = false;
 		}
 		if (!direct)

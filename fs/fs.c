@@ -111,8 +111,8 @@ void fs_node_put(struct fs_node *n)
 	struct fs *fs = n->fs;
 	struct fs_node **pp;
 
-	if (n->opens || n->busy || n->is_dirty || n->job || n->mf_state == FS_MF_LOADING ||
-	    n->flush_waiters || n->next_waiters || n->mf_waiters)
+	if (n->opens || n->busy || n->queued || n->is_dirty || n->job ||
+	    n->mf_state == FS_MF_LOADING || n->flush_waiters || n->next_waiters || n->mf_waiters)
 		return;
 	for (pp = &fs->nodes[node_slot(fs, n->ino)]; *pp != n; pp = &(*pp)->hnext)
 		;

@@ -57,7 +57,8 @@ struct fs_node {
 	struct fs *fs;
 	uint64_t ino;
 	unsigned opens;
-	unsigned busy; /* reads, staging writes, loads in flight */
+	unsigned busy;	 /* reads, staging writes, loads in flight */
+	unsigned queued; /* writes waiting for the backlog (fs->wq) */
 
 	/* The committed version this node's reads come from. */
 	enum fs_mf_state mf_state;
@@ -121,7 +122,7 @@ struct fs {
 	size_t bufsize;
 	struct fs_buf *free_bufs;
 	unsigned nfree_bufs;
-	uint64_t run_bytes; /* write bytes held in staged runs, all nodes */
+	uint64_t run_bytes; /* memory of the buffers held in staged runs, all nodes */
 	uint64_t backlog;   /* bytes written and not yet taken by a flush job, all nodes */
 	unsigned nflush;    /* flush jobs running */
 	uint64_t trim_at;   /* ms: the last malloc_trim (fs_io.c maybe_trim) */

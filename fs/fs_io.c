@@ -130,7 +130,7 @@ static void run_forget(struct fs_node *n, size_t from)
 	for (size_t i = from; i < n->nrun; i++) {
 		struct fs_buf *b = n->run[i].buf;
 
-		fs->run_bytes -= n->run[i].len;
+		fs->run_bytes -= fs->bufsize;
 		if (n->job) { /* invariant 4 */
 			b->next = n->run_dead;
 			n->run_dead = b;
@@ -204,7 +204,6 @@ static void run_trim(struct fs_node *n, uint64_t size)
 	if (n->nrun && fs_run_end(n->run, n->nrun) > size) {
 		struct fs_seg *g = &n->run[n->nrun - 1];
 
-		n->fs->run_bytes -= g->off + g->len - size;
 		g->len = (size_t)(size - g->off);
 	}
 }
@@ -224,7 +223,7 @@ static void run_drop_clean(struct fs_node *n)
 	if (!k)
 		return;
 	for (size_t i = 0; i < k; i++) {
-		n->fs->run_bytes -= n->run[i].len;
+		n->fs->run_bytes -= n->fs->bufsize;
 		fs_buf_put(n->fs, n->run[i].buf);
 	}
 	memmove(n->run, n->run + k, (n->nrun - k) * sizeof(*n->run));
@@ -252,7 +251,7 @@ static int run_take(struct fs_node *n, struct fs_buf *buf, const char *data, siz
 {
 	struct fs *fs = n->fs;
 
-	if (!buf || size < FS_RUN_MIN_WRITE || fs->run_bytes + size > FS_RUN_MAX_BYTES)
+	if (!buf || size < FS_RUN_MIN_WRITE || fs->run_bytes + fs->bufsize > FS_RUN_MAX_BYTES)
 		return -E2BIG;
 	if (n->nrun && off != fs_run_end(n->run, n->nrun))
 		return -E2BIG; /* not the next bytes of the run */
@@ -267,7 +266,7 @@ static int run_take(struct fs_node *n, struct fs_buf *buf, const char *data, siz
 	}
 	n->run[n->nrun++] =
 	    (struct fs_seg){ .off = off, .len = size, .data = (const uint8_t *)data, .buf = buf };
-	fs->run_bytes += size;
+	fs->run_bytes += fs->bufsize; /* the whole buffer stays allocated */
 	return 0;
 }
 
@@ -1027,7 +1026,7 @@ static void write_queue_run(struct fs *fs)
 
 		if (!(fs->wq = w->qnext))
 			fs->wq_tail = &fs->wq;
-		w->n->busy--; /* held while queued; write_start takes its own */
+		w->n->queued--; /* kept the node while queued; write_start takes busy */
 		write_start(w);
 	}
 }
@@ -1076,7 +1075,7 @@ void fs_op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size, o
 	fs->cur_buf = NULL;
 	if (w->buf && (fs->wq || (fs->backlog >= FS_BACKLOG_MAX && fs->nflush))) {
 		/* Chunking is behind: wait for a flush to end (in order). */
-		n->busy++;
+		n->queued++;
 		fs->st.write_waits++;
 		*fs->wq_tail = w;
 		fs->wq_tail = &w->qnext;
@@ -1359,8 +1358,11 @@ static void flush_done(struct ev_work *w)
 	n->meta_during_flush = false;
 	n->job = NULL;
 	fs->nflush--;
-	fs->backlog -= P2P_MIN(fs->backlog, j->bytes);
-	while (n->run_dead) { /* invariant 4: the job is done with them */
+	if (rc == 0)
+		fs->backlog -= P2P_MIN(fs->backlog, j->bytes);
+	else
+		n->written_since_flush += j->bytes; /* still staged, still counted */
+	while (n->run_dead) {			    /* invariant 4: the job is done with them */
 		struct fs_buf *b = n->run_dead;
 
 		n->run_dead = b->next;
@@ -1389,9 +1391,9 @@ static void flush_done(struct ev_work *w)
 		}
 	}
 	fs_sync_flushed(fs);
+	fs_node_put(n); /* last use of n: a queued write below may free it */
 	write_queue_run(fs);
 	maybe_trim(fs);
-	fs_node_put(n);
 }
 
 void fs_flush_node(struct fs_node *n, struct fs_waiter *w)

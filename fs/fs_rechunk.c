@@ -349,9 +349,12 @@ int fs_rechunk(const struct fs_rechunk_in *in, struct mf *ret_mf, struct fs_rech
 			cut = cs_cdc_cut(in->cdc, buf + start, want, pos + want == in->size);
 			if (sh->n == max_cuts && (rc = batch_finish(sh, in->pool, &out, &st)) < 0)
 				goto out;
+			/* Under the lock: a helper from an earlier batch may be claiming. */
+			pthread_mutex_lock(&sh->lock);
 			sh->cuts[sh->n].data = buf + start;
 			sh->cuts[sh->n].len = (uint32_t)cut;
 			sh->n++;
+			pthread_mutex_unlock(&sh->lock);
 			pos += cut;
 			start += cut;
 			have -= cut;
