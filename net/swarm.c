@@ -806,10 +806,11 @@ static bool busy(const struct swarm *s)
 	for (const struct swarm_peer *p = s->peers; p; p = p->next) {
 		queued += p->nsq;
 		if (p->c && p->member)
-			bytes += tp_conn_queued(p->c);
+			bytes += tp_conn_queued(p->c) + tp_conn_wire_queued(p->c);
 	}
-	/* Requests waiting, or our send queues not draining: the wire, not
-	 * the asking, limits what we send. */
+	/* Requests waiting, or our send queues not draining (ours, or the
+	 * socket's, which can hold a second or more of a slow uplink): the
+	 * wire, not the asking, limits what we send. */
 	return queued >= REDIRECT_QUEUE || bytes >= SWARM_PIECE;
 }
 

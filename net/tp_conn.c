@@ -46,6 +46,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/sockios.h>
+#include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -510,6 +512,15 @@ int tp_conn_send(struct tp_conn *c, const void *data, size_t len)
 size_t tp_conn_queued(const struct tp_conn *c)
 {
 	return txq_len(&c->q);
+}
+
+size_t tp_conn_wire_queued(const struct tp_conn *c)
+{
+	int n = 0;
+
+	if (c->fd < 0 || ioctl(c->fd, SIOCOUTQ, &n) < 0 || n < 0)
+		return 0;
+	return (size_t)n;
 }
 
 /* ---- receiving ---- */

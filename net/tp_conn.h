@@ -107,6 +107,9 @@ P2P_MUST_CHECK int tp_conn_send(struct tp_conn *c, const void *data, size_t len)
 P2P_MUST_CHECK int tp_conn_sendv(struct tp_conn *c, const struct iovec *iov, unsigned n);
 /* Bytes queued and not yet taken by the kernel. */
 size_t tp_conn_queued(const struct tp_conn *c);
+/* Bytes the kernel holds for the socket: not yet sent, or sent and not yet
+ * acknowledged (SIOCOUTQ); 0 if it cannot say. */
+size_t tp_conn_wire_queued(const struct tp_conn *c);
 /* Call cbs->writable once the queue holds at most @below bytes (0: half of
  * it), for senders that keep less queued than the queue could take. Only
  * useful while more than @below is queued. */
