@@ -1103,13 +1103,11 @@ int cs_put(struct cs_store *s, const uint8_t id[static CS_ID_LEN], const void *d
 
 		direct = dbuf != NULL;
 		pthread_mutex_lock(&s->wlock);
-		rc = -EINVAL;
-		if (direct && (rc = write_direct(s, p, dbuf, total, off)) == -EINVAL) {
-			/* Refused (tmpfs): buffered from now on. */
-			atomic_store(&s->direct_writes, false);
-			direct = false;
-		} else if (rc == -ENOTSUP) {
-			direct = false;
+		if (direct) {
+			rc = write_direct(s, p, dbuf, total, off);
+			if (rc == -EINVAL) /* refused (tmpfs): buffered from now on */
+				atomic_store(&s->direct_writes, false);
+			direct = rc != -EINVAL && rc != -ENOTSUP;
 		}
 		if (!direct)
 			rc = nv ? pwritev_full(p->fd, iov, 4, off)

@@ -141,15 +141,21 @@ static void run_forget(struct fs_node *n, size_t from)
 	n->nrun = P2P_MIN(n->nrun, from);
 }
 
-void fs_node_run_free(struct fs_node *n)
+/* The buffers a flush job kept alive (invariant 4): it has ended. */
+static void run_dead_free(struct fs_node *n)
 {
-	run_forget(n, 0);
 	while (n->run_dead) {
 		struct fs_buf *b = n->run_dead;
 
 		n->run_dead = b->next;
 		fs_buf_put(n->fs, b);
 	}
+}
+
+void fs_node_run_free(struct fs_node *n)
+{
+	run_forget(n, 0);
+	run_dead_free(n);
 	free(n->run);
 	n->run = NULL;
 	n->run_cap = 0;
@@ -228,20 +234,6 @@ static void run_drop_clean(struct fs_node *n)
 	}
 	memmove(n->run, n->run + k, (n->nrun - k) * sizeof(*n->run));
 	n->nrun -= k;
-}
-
-/* Where a staging piece read from @pos must end (before @lim) so it lies
- * wholly in the run or wholly outside it; *in_run says which. */
-static uint64_t run_piece_end(const struct fs_node *n, uint64_t pos, uint64_t lim, bool *in_run)
-{
-	uint64_t rs = fs_run_start(n->run, n->nrun), re = fs_run_end(n->run, n->nrun);
-
-	*in_run = n->nrun && pos >= rs && pos < re;
-	if (*in_run)
-		return P2P_MIN(lim, re);
-	if (n->nrun && pos < rs)
-		return P2P_MIN(lim, rs);
-	return lim;
 }
 
 /* Keep a write of @size bytes at @off in the run, taking @buf. 0 if kept;
@@ -730,7 +722,8 @@ static size_t count_pieces(const struct fs_node *n, uint64_t off, uint64_t end)
 		if (di < n->dirty.n && n->dirty.r[di].start <= pos) {
 			bool in_run;
 
-			lim = run_piece_end(n, pos, P2P_MIN(end, n->dirty.r[di].end), &in_run);
+			lim = fs_run_piece_end(n->run, n->nrun, pos,
+					       P2P_MIN(end, n->dirty.r[di].end), &in_run);
 		} else {
 			lim = di < n->dirty.n ? P2P_MIN(end, n->dirty.r[di].start) : end;
 			if (pos < n->mf.size) {
@@ -782,9 +775,10 @@ void fs_op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct f
 		if (di < n->dirty.n && n->dirty.r[di].start <= pos) {
 			bool in_run;
 
-			p->len = (size_t)(run_piece_end(n, pos, P2P_MIN(end, n->dirty.r[di].end),
-							&in_run) -
-					  pos);
+			p->len =
+			    (size_t)(fs_run_piece_end(n->run, n->nrun, pos,
+						      P2P_MIN(end, n->dirty.r[di].end), &in_run) -
+				     pos);
 			if (!(p->own = malloc(p->len))) {
 				rd->err = ENOMEM;
 				break;
@@ -1362,12 +1356,7 @@ static void flush_done(struct ev_work *w)
 		fs->backlog -= P2P_MIN(fs->backlog, j->bytes);
 	else
 		n->written_since_flush += j->bytes; /* still staged, still counted */
-	while (n->run_dead) {			    /* invariant 4: the job is done with them */
-		struct fs_buf *b = n->run_dead;
-
-		n->run_dead = b->next;
-		fs_buf_put(fs, b);
-	}
+	run_dead_free(n);			    /* invariant 4: the job is done with them */
 	mf_done(&j->new_mf);
 	fs_ext_done(&j->dirty);
 	free(j->run);

@@ -169,19 +169,15 @@ static int read_new(struct src *s, uint64_t off, uint8_t *dst, size_t len)
 		size_t n;
 
 		if (i < d->n && d->r[i].start <= off) {
-			uint64_t rs = fs_run_start(s->in->run, s->in->nrun);
-			uint64_t re = fs_run_end(s->in->run, s->in->nrun);
+			bool in_run;
 
-			n = (size_t)P2P_MIN((uint64_t)len, d->r[i].end - off);
-			if (off >= rs && off < re) {
-				n = (size_t)P2P_MIN((uint64_t)n, re - off);
+			n = (size_t)(fs_run_piece_end(s->in->run, s->in->nrun, off,
+						      P2P_MIN(off + len, d->r[i].end), &in_run) -
+				     off);
+			if (in_run)
 				fs_run_copy(s->in->run, s->in->nrun, off, dst, n);
-			} else {
-				if (off < rs)
-					n = (size_t)P2P_MIN((uint64_t)n, rs - off);
-				if ((rc = pread_full(s->in->staging_fd, dst, n, off)) < 0)
-					return rc;
-			}
+			else if ((rc = pread_full(s->in->staging_fd, dst, n, off)) < 0)
+				return rc;
 		} else {
 			uint64_t lim = i < d->n ? d->r[i].start : UINT64_MAX;
 

@@ -12,6 +12,7 @@
 #ifndef P2P_FS_SEG_H
 #define P2P_FS_SEG_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
@@ -34,6 +35,21 @@ static inline uint64_t fs_run_start(const struct fs_seg *run, size_t n)
 static inline uint64_t fs_run_end(const struct fs_seg *run, size_t n)
 {
 	return n ? run[n - 1].off + run[n - 1].len : 0;
+}
+
+/* Where a staged read from @pos must end (at most @lim) so it lies wholly in
+ * the run or wholly outside it; *in_run says which. */
+static inline uint64_t fs_run_piece_end(const struct fs_seg *run, size_t n, uint64_t pos,
+					uint64_t lim, bool *in_run)
+{
+	uint64_t rs = fs_run_start(run, n), re = fs_run_end(run, n);
+
+	*in_run = n && pos >= rs && pos < re;
+	if (*in_run)
+		return re < lim ? re : lim;
+	if (n && pos < rs)
+		return rs < lim ? rs : lim;
+	return lim;
 }
 
 /* Copy [off, off + len) out of @run; the range must lie inside it. */

@@ -806,12 +806,18 @@ static bool busy(const struct swarm *s)
 	for (const struct swarm_peer *p = s->peers; p; p = p->next) {
 		queued += p->nsq;
 		if (p->c && p->member)
-			bytes += tp_conn_queued(p->c) + tp_conn_wire_queued(p->c);
+			bytes += tp_conn_queued(p->c);
 	}
 	/* Requests waiting, or our send queues not draining (ours, or the
 	 * socket's, which can hold a second or more of a slow uplink): the
-	 * wire, not the asking, limits what we send. */
-	return queued >= REDIRECT_QUEUE || bytes >= SWARM_PIECE;
+	 * wire, not the asking, limits what we send. The sockets are asked
+	 * (a system call each) only when our own queues do not already say. */
+	if (queued >= REDIRECT_QUEUE || bytes >= SWARM_PIECE)
+		return true;
+	for (const struct swarm_peer *p = s->peers; p && bytes < SWARM_PIECE; p = p->next)
+		if (p->c && p->member)
+			bytes += tp_conn_wire_queued(p->c);
+	return bytes >= SWARM_PIECE;
 }
 
 /* Did we start sending this chunk to another member in the last RECENT_MS? */
