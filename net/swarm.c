@@ -64,9 +64,15 @@
 #define PEX_EVERY_MS 30000
 #define REDIRECT_QUEUE 4      /* requests waiting in our queues: more asked than we send */
 #define RECENT_SENT 256	      /* chunks we started sending lately */
-#define PUMP_QUEUE (2u << 20) /* bytes queued per member before we wait */
+#define PUMP_QUEUE (2u << 20) /* bytes queued per member before we wait, at most */
+#define PUMP_MIN (256u << 10) /* ... at least */
+#define PUMP_MS 50	      /* ... or what it takes in this long */
+#define PIECE_MIN (64u << 10)
+#define SERVE_PARALLEL 2 /* chunks we send at once: each arrives sooner, to be passed on */
+#define SERVE_STUCK_MS 1000
 #define RECENT_MS 8000
 #define BUSY_RETRY_MS 500
+#define BUSY_SEEN_MS 1000	  /* a member that said busy this recently counts as busy */
 #define CHOKE_MS 2000		  /* contribution rates and the optimistic peer */
 #define UNCHOKE_EVERY 8		  /* the optimistic peer gets one piece in this many */
 #define CONTRIB_MIN (64.0 * 1024) /* bytes/s a peer sends us to count as contributing */
@@ -123,7 +129,8 @@ struct serve {
 	uint32_t off;
 	bool failed; /* not stored here: NOTFOUND */
 	struct swarm_peer *p;
-	bool orphan; /* the peer went while the store read */
+	bool reading; /* the store reads it: on_serve_read() comes */
+	bool orphan;  /* dropped while the store read: on_serve_read() frees it */
 };
 
 /* The chunks a member holds, as the first 8 bytes of their ids (open
@@ -211,9 +218,13 @@ struct swarm_peer {
 	uint64_t pex_at;   /* ms: our last PEX to it */
 	uint64_t *have_q;  /* HAVE prefixes waiting for room in the queue */
 	size_t have_n, have_cap;
-	uint64_t served_seq; /* pieces_out when it last got one (turns) */
-	uint64_t rx_window;  /* chunk bytes it sent us since the last rechoke */
-	double rx_rate;	     /* ... bytes per second, smoothed */
+	uint64_t served_seq;   /* pieces_out when it last got one (turns) */
+	uint64_t rx_window;    /* chunk bytes it sent us since the last rechoke */
+	double rx_rate;	       /* ... bytes per second, smoothed */
+	uint64_t busy_seen_at; /* ms: it last answered us NOTFOUND(busy) */
+	uint64_t piece_at;     /* ms: we last queued a piece of a chunk for it */
+	uint64_t out_base;     /* bytes sent to it at the last rate update */
+	double out_rate;       /* ... bytes per second, smoothed */
 };
 
 struct swarm {
@@ -444,6 +455,13 @@ static unsigned count_members(const struct swarm *s)
 	return n;
 }
 
+/* Did @p turn one of our requests away as busy lately? Such a member is no
+ * place to send others to, and the last one to ask. */
+static bool seen_busy(const struct swarm_peer *p, uint64_t now)
+{
+	return p->busy_seen_at && now - p->busy_seen_at < BUSY_SEEN_MS;
+}
+
 /* Ask @p for @f. */
 static int fetch_ask(struct swarm *s, struct fetch *f, struct swarm_peer *p)
 {
@@ -472,29 +490,30 @@ static int fetch_ask(struct swarm *s, struct fetch *f, struct swarm_peer *p)
 	return 0;
 }
 
-/* The member to ask for @f: not yet tried, the fewest requests in flight. */
+/*
+ * The member to ask for @f, among those not yet tried: one that said it
+ * holds the chunk and has not turned us away as busy lately, then one that
+ * holds it, then any; the fewest requests in flight among equals.
+ */
 static struct swarm_peer *pick(struct swarm *s, struct fetch *f, bool *ret_any_untried)
 {
 	struct swarm_peer *best = NULL;
-
-	uint64_t x = prefix_of(f->id);
-	bool best_has = false;
+	uint64_t x = prefix_of(f->id), now = ev_now(s->o.loop);
+	int best_rank = -1;
 
 	*ret_any_untried = false;
 	for (struct swarm_peer *p = s->peers; p; p = p->next) {
-		bool has;
+		int rank;
 
 		if (!p->member || p->closing || tried(f, p->id))
 			continue;
 		*ret_any_untried = true;
 		if (p->inflight >= SWARM_WINDOW)
 			continue;
-		/* Members that said they hold it first, then the least busy. */
-		has = idset_has(&p->has, x);
-		if (!best || (has && !best_has) ||
-		    (has == best_has && p->inflight < best->inflight)) {
+		rank = idset_has(&p->has, x) ? (seen_busy(p, now) ? 1 : 2) : 0;
+		if (rank > best_rank || (rank == best_rank && p->inflight < best->inflight)) {
 			best = p;
-			best_has = has;
+			best_rank = rank;
 		}
 	}
 	return best;
@@ -742,6 +761,15 @@ static void serve_free(struct serve *q)
 	free(q);
 }
 
+/* Out of its queue: freed now, or by on_serve_read() if the store still reads it. */
+static void serve_drop(struct serve *q)
+{
+	if (q->reading)
+		q->orphan = true;
+	else
+		serve_free(q);
+}
+
 /* ---- upload: rate limit and tit-for-tat ---- */
 
 /* Refill the token buckets for the time passed. */
@@ -771,28 +799,39 @@ static bool head_ready(const struct swarm_peer *p)
 /*
  * Who gets the next piece: NOTFOUND answers first (they are tiny); then,
  * one piece in UNCHOKE_EVERY, the optimistic peer; then contributors (peers
- * that upload to us), the fastest first; then the rest in turn.
+ * that upload to us) before the rest, and within each, a chunk a reader
+ * waits for before read-ahead; among equals, in turn. Chunks under way are
+ * finished before more than SERVE_PARALLEL are: a chunk sent alone arrives
+ * whole sooner than one of five sharing the uplink, and a member can pass
+ * on only whole (verified) chunks.
  */
 static struct swarm_peer *next_to_serve(struct swarm *s)
 {
 	struct swarm_peer *best = NULL;
-	bool best_contrib = false;
+	int best_rank = -1;
+	uint64_t now = ev_now(s->o.loop);
+	unsigned started = 0;
 
+	/* A member that takes nothing for a while (gone quiet, or not
+	 * reading) does not hold up the others. */
+	for (struct swarm_peer *p = s->peers; p; p = p->next)
+		started += p->member && !p->closing && p->sq && p->sq->off &&
+			   now - p->piece_at < SERVE_STUCK_MS;
 	for (struct swarm_peer *p = s->peers; p; p = p->next) {
-		bool contrib;
+		int rank;
 
 		if (!p->member || p->closing || p->blocked || !head_ready(p))
 			continue;
 		if (p->sq->failed)
 			return p;
+		if (started >= SERVE_PARALLEL && !p->sq->off)
+			continue;
 		if (p == s->optimistic && s->pieces_out % UNCHOKE_EVERY == 0)
 			return p;
-		contrib = p->rx_rate >= CONTRIB_MIN;
-		if (!best || (contrib && !best_contrib) ||
-		    (contrib && best_contrib && p->rx_rate > best->rx_rate) ||
-		    (!contrib && !best_contrib && p->served_seq < best->served_seq)) {
+		rank = (p->rx_rate >= CONTRIB_MIN ? 2 : 0) + (p->sq->urgent ? 1 : 0);
+		if (rank > best_rank || (rank == best_rank && p->served_seq < best->served_seq)) {
 			best = p;
-			best_contrib = contrib;
+			best_rank = rank;
 		}
 	}
 	return best;
@@ -839,6 +878,69 @@ static void note_sent(struct swarm *s, const struct swarm_peer *p, uint64_t x)
 	s->sent[i].to = p;
 }
 
+/*
+ * Bytes we keep queued for @p: what it takes in PUMP_MS at the rate it has
+ * been taking them, within [PUMP_MIN, PUMP_QUEUE]. A slow link gets a short
+ * queue, so what we send next is chosen close to the wire and a small
+ * message to it (a refusal, HAVE) does not wait behind seconds of data; a
+ * fast one gets room to stay busy between two turns of the loop.
+ */
+static size_t pump_limit(const struct swarm_peer *p)
+{
+	double want = p->out_rate * PUMP_MS / 1000.0;
+
+	return (size_t)P2P_MAX((double)PUMP_MIN, P2P_MIN(want, (double)PUMP_QUEUE));
+}
+
+/* Answer @q, queued at @p and not started, NOTFOUND now rather than behind
+ * what is queued before it, and drop it. False if the answer found no room
+ * (it then goes when @q reaches the head). */
+static bool serve_refuse_now(struct swarm_peer *p, struct serve *q)
+{
+	struct swarm_msg m = { .type = M_NOTFOUND };
+	struct serve **pp = &p->sq;
+	uint8_t out[6];
+	long len;
+
+	m.u.notfound.reqid = q->reqid;
+	m.u.notfound.reason = q->busy ? SWARM_NF_BUSY : SWARM_NF_MISSING;
+	len = swarm_msg_encode(&m, out, sizeof(out));
+	if (len <= 0 || !p->c || tp_conn_send(p->c, out, (size_t)len) < 0)
+		return false;
+	while (*pp != q)
+		pp = &(*pp)->next;
+	*pp = q->next;
+	if (!*pp)
+		p->sq_tail = pp;
+	p->nsq--;
+	serve_drop(q);
+	return true;
+}
+
+/*
+ * We start sending @q's chunk to @p while busy: other members that asked
+ * for it and wait in our queues are told now to get it elsewhere (from @p
+ * in a moment), so they ask us for something else meanwhile instead of
+ * holding a request here that would be turned away when its turn came.
+ */
+static void redirect_queued(struct swarm *s, const struct swarm_peer *p, const struct serve *q)
+{
+	for (struct swarm_peer *o = s->peers; o; o = o->next) {
+		struct serve *r, *rn;
+
+		if (o == p || !o->member || o->closing || !o->c)
+			continue;
+		for (r = o->sq; r; r = rn) {
+			rn = r->next;
+			if (r->off || r->failed || memcmp(r->id, q->id, CS_ID_LEN))
+				continue;
+			r->failed = r->busy = true;
+			s->st.redirects++;
+			(void)serve_refuse_now(o, r);
+		}
+	}
+}
+
 /* One step of @p's queue: a NOTFOUND or one DATA piece. 1 sent, 0 nothing
  * (the head moved back), -ENOBUFS full. */
 static int serve_one(struct swarm *s, struct swarm_peer *p)
@@ -857,8 +959,11 @@ static int serve_one(struct swarm *s, struct swarm_peer *p)
 			s->st.redirects++;
 		}
 	}
-	if (!q->failed && q->off == 0)
+	if (!q->failed && q->off == 0) {
 		note_sent(s, p, prefix_of(q->id));
+		if (busy(s))
+			redirect_queued(s, p, q);
+	}
 	if (q->failed) {
 		struct swarm_msg m = { .type = M_NOTFOUND };
 		uint8_t out[6];
@@ -870,7 +975,11 @@ static int serve_one(struct swarm *s, struct swarm_peer *p)
 		rc = len > 0 ? tp_conn_send(p->c, out, (size_t)len) : -EINVAL;
 	} else {
 		size_t len = cs_buf_len(q->buf);
-		size_t n = P2P_MIN((size_t)SWARM_PIECE, len - q->off);
+		/* Pieces of half the queue: it holds about two. */
+		size_t n =
+		    P2P_MIN(P2P_MAX(pump_limit(p) / 2, (size_t)PIECE_MIN), (size_t)SWARM_PIECE);
+
+		n = P2P_MIN(n, len - q->off);
 		struct swarm_msg m = { .type = M_DATA };
 		struct iovec iov[2];
 		uint8_t *bad = NULL;
@@ -897,6 +1006,7 @@ static int serve_one(struct swarm *s, struct swarm_peer *p)
 		s->up_tokens -= (double)(n + DATA_HDR);
 		s->pieces_out++;
 		p->served_seq = s->pieces_out;
+		p->piece_at = ev_now(s->o.loop);
 		if (q->off < len)
 			return 1;
 		s->st.served++;
@@ -908,7 +1018,7 @@ static int serve_one(struct swarm *s, struct swarm_peer *p)
 	if (!p->sq)
 		p->sq_tail = &p->sq;
 	p->nsq--;
-	serve_free(q);
+	serve_drop(q);
 	return 1;
 }
 
@@ -939,11 +1049,11 @@ static void upload_pump(struct swarm *s)
 			}
 			if (!(p = next_to_serve(s)))
 				break;
-			if (tp_conn_queued(p->c) >= PUMP_QUEUE) {
+			if (tp_conn_queued(p->c) >= pump_limit(p)) {
 				/* Keep little queued per member, so the choice of
 				 * what goes next is made close to the wire. */
 				p->blocked = true;
-				tp_conn_want_writable(p->c, PUMP_QUEUE / 2);
+				tp_conn_want_writable(p->c, pump_limit(p) / 2);
 				continue;
 			}
 			rc = serve_one(s, p);
@@ -994,6 +1104,7 @@ static void on_serve_read(void *arg, int rc, struct cs_buf *b)
 {
 	struct serve *q = arg;
 
+	q->reading = false;
 	if (q->orphan) {
 		free(q);
 		return;
@@ -1013,8 +1124,11 @@ static void on_serve_read(void *arg, int rc, struct cs_buf *b)
  */
 static bool held_elsewhere(const struct swarm *s, const struct swarm_peer *asker, uint64_t x)
 {
+	uint64_t now = ev_now(s->o.loop);
+
 	for (const struct swarm_peer *p = s->peers; p; p = p->next)
-		if (p != asker && p->member && !p->closing && idset_has(&p->has, x))
+		if (p != asker && p->member && !p->closing && idset_has(&p->has, x) &&
+		    !seen_busy(p, now))
 			return true;
 	return false;
 }
@@ -1038,7 +1152,8 @@ static int on_get(struct swarm_peer *p, const struct swarm_msg *m)
 	*p->sq_tail = q;
 	p->sq_tail = &q->next;
 	p->nsq++;
-	if (busy(p->s) && held_elsewhere(p->s, p, prefix_of(id))) {
+	if (busy(p->s) && (held_elsewhere(p->s, p, prefix_of(id)) ||
+			   sent_to_other(p->s, p, prefix_of(id), ev_now(p->s->o.loop)))) {
 		q->failed = q->busy = true;
 		p->s->st.redirects++;
 	} else {
@@ -1047,31 +1162,14 @@ static int on_get(struct swarm_peer *p, const struct swarm_msg *m)
 			q->buf = b;
 		else if (rc < 0)
 			q->failed = true;
+		else
+			q->reading = true;
 		if (q->failed)
 			p->s->st.notfound++;
 	}
-	if (q->failed) {
-		if (p->sq != q) {
-			/* Say so at once rather than behind the chunks queued before it. */
-			struct swarm_msg nf = { .type = M_NOTFOUND };
-			struct serve **pp = &p->sq;
-			uint8_t out[6];
-			long len;
-
-			nf.u.notfound.reqid = reqid;
-			nf.u.notfound.reason = q->busy ? SWARM_NF_BUSY : SWARM_NF_MISSING;
-			len = swarm_msg_encode(&nf, out, sizeof(out));
-			if (len > 0 && tp_conn_send(p->c, out, (size_t)len) == 0) {
-				while (*pp != q)
-					pp = &(*pp)->next;
-				*pp = NULL;
-				p->sq_tail = pp;
-				p->nsq--;
-				serve_free(q);
-				return 0;
-			}
-		}
-	}
+	/* Say so at once rather than behind the chunks queued before it. */
+	if (q->failed && p->sq != q && serve_refuse_now(p, q))
+		return 0;
 	upload_pump(p->s);
 	return 0;
 }
@@ -1125,7 +1223,7 @@ static int on_notfound(struct swarm_peer *p, const struct swarm_msg *m)
 		return 0;
 	if (m->u.notfound.reason == SWARM_NF_BUSY) {
 		/* It has it but is busy: others first, and back to it soon. */
-		f->busy_at = ev_now(p->s->o.loop);
+		f->busy_at = p->busy_seen_at = ev_now(p->s->o.loop);
 		memcpy(f->busy_id, p->id, 32);
 	} else {
 		f->nnotfound++;
@@ -1448,10 +1546,7 @@ static void peer_drop_state(struct swarm_peer *p)
 		struct serve *q = p->sq;
 
 		p->sq = q->next;
-		if (!q->buf && !q->failed)
-			q->orphan = true; /* the store's callback frees it */
-		else
-			serve_free(q);
+		serve_drop(q);
 	}
 	p->sq_tail = &p->sq;
 	p->nsq = 0;
@@ -1975,6 +2070,16 @@ static void on_tick(struct ev_timer *t)
 		s->rate_out =
 		    0.6 * s->rate_out + 0.4 * (double)(s->st.served_bytes - s->rate_out_base) / dt;
 		s->rate_in_base = s->bytes_in;
+		for (p = s->peers; p; p = p->next) {
+			struct tp_stats ts;
+
+			if (!p->c || !p->member)
+				continue;
+			tp_conn_stats(p->c, &ts);
+			p->out_rate =
+			    0.5 * p->out_rate + 0.5 * (double)(ts.bytes_out - p->out_base) / dt;
+			p->out_base = ts.bytes_out;
+		}
 		s->rate_out_base = s->st.served_bytes;
 		s->rate_at = now;
 	}

@@ -55,6 +55,7 @@
 #define RX_READ_MAX (256 * 1024)
 #define RX_CAP P2P_ALIGN_UP((size_t)TP_WIRE_MAX + RX_READ_MAX, PAGE)
 #define TX_FLUSH_AT (64 * 1024)
+#define TP_NOTSENT_LOWAT (128 * 1024)
 #define NAME_LEN (INET6_ADDRSTRLEN + 8)
 #define ACCEPT_RETRY_MS 100
 
@@ -793,7 +794,7 @@ static int conn_new(struct ev_loop *loop, int fd, bool initiator, const uint8_t 
 			      .pow_bits = o->pow_bits,
 			      .initiator = initiator };
 	struct tp_conn *c;
-	int one = 1, rc;
+	int one = 1, lowat = TP_NOTSENT_LOWAT, rc;
 
 	if (!(c = calloc(1, sizeof(*c))))
 		return -ENOMEM;
@@ -814,6 +815,11 @@ static int conn_new(struct ev_loop *loop, int fd, bool initiator, const uint8_t 
 		goto err;
 	/* Frames are whole messages, batched by us: no Nagle delay. */
 	(void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	/* The kernel keeps little it has not sent yet: a small message (a
+	 * request, a refusal) queued behind bulk data then waits for that
+	 * much, not for seconds of a slow uplink. Bytes in flight do not
+	 * count, so this does not cap throughput. */
+	(void)setsockopt(fd, IPPROTO_TCP, TCP_NOTSENT_LOWAT, &lowat, sizeof(lowat));
 	*ret = c;
 	return 0;
 err:
