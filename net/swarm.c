@@ -71,8 +71,8 @@
 #define SERVE_PARALLEL 2 /* chunks we send at once: each arrives sooner, to be passed on */
 #define SERVE_STUCK_MS 1000
 #define RECENT_MS 8000
-#define BUSY_RETRY_MS 500
-#define BUSY_SEEN_MS 1000	  /* a member that said busy this recently counts as busy */
+#define BUSY_RETRY_MS 200
+#define BUSY_SEEN_MS 300	  /* a member that said busy this recently counts as busy */
 #define CHOKE_MS 2000		  /* contribution rates and the optimistic peer */
 #define UNCHOKE_EVERY 8		  /* the optimistic peer gets one piece in this many */
 #define CONTRIB_MIN (64.0 * 1024) /* bytes/s a peer sends us to count as contributing */

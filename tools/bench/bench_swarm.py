@@ -27,7 +27,7 @@ hashes what every p2pfs reader reads (SHA-256, checked). libtorrent: TCP only
 (uTP off), DHT, LSD, UPnP and NAT-PMP off, peers told each other's addresses,
 its high_performance_seed() settings.
 
-Run as root:  tools/bench/bench_swarm.py [--quick] [--build DIR] [--out DIR] [--runs 3]
+Run as root:  tools/bench/bench_swarm.py [--quick] [--build DIR] [--out DIR] [--runs 3] [--parts 1,2,3]
 The full run needs `tools/setup.sh all` (nginx-light, curl, python3-libtorrent,
 gnuplot-nox); a baseline that is not installed is skipped. libtorrent's Python
 bindings import only under /usr/bin/python3 (Debian's python3-libtorrent).
@@ -532,6 +532,7 @@ def main():
     ap.add_argument("--dir", default="/var/tmp", help="where state, mounts and files go")
     ap.add_argument("--no-shaping", action="store_true", help="part 2 on unshaped links")
     ap.add_argument("--skip", default="", help="baselines to leave out, e.g. nginx,libtorrent,gnuplot")
+    ap.add_argument("--parts", default="1,2,3", help="which parts to run, e.g. 2 (default: all)")
     a = ap.parse_args()
     if os.geteuid() != 0 or not os.path.exists("/dev/fuse"):
         print("bench_swarm: needs root and /dev/fuse (namespaces, FUSE mounts)", file=sys.stderr)
@@ -579,7 +580,13 @@ def main():
     os.makedirs(data)
     work = os.path.join(base, "work")       # nginx temp, downloads, torrents
     os.makedirs(work)
-    nnodes = 1 + max(ns)
+    try:
+        parts = {int(x) for x in a.parts.split(",") if x}
+    except ValueError:
+        ap.error(f"--parts: a comma-separated list of 1, 2, 3, not {a.parts!r}")
+    if not parts or parts - {1, 2, 3}:
+        ap.error(f"--parts: a comma-separated list of 1, 2, 3, not {a.parts!r}")
+    nnodes = 1 + max(ns) if 2 in parts else 2
     t_start = time.monotonic()
     busy0 = cpu_busy()
     if busy0 > 0.2:
@@ -592,138 +599,142 @@ def main():
         lt_ok = have["libtorrent"]
         piece = {}
 
-        # -- part 1: one holder, one reader, unshaped --
-        p, g, t = [], [], []
-        for r in range(runs):
-            src = os.path.join(data, f"cold{r}")
-            want = random_file(src, size1)
-
-            def p2pfs_cold():
-                sw.put(src, f"cold{r}")
-                sw.settle()
-                n, s = read_discard(sw.nodes[1].path(f"cold{r}"))
-                if n != size1:
-                    raise RuntimeError(f"p2pfs read {n} bytes of {size1}")
-                if sha256_path(sw.nodes[1].path(f"cold{r}")) != want:
-                    raise RuntimeError("p2pfs: the file read on the reader differs")
-                return size1 / s / 1e6
-            p.append(b.attempt(f"part 1 p2pfs run {r}", p2pfs_cold))
-            if ngx:
-                def nginx_cold():
-                    s, n = ngx.get(1, f"cold{r}")
-                    if n != size1:
-                        raise RuntimeError(f"curl got {n} bytes of {size1}")
-                    return size1 / s / 1e6
-                g.append(b.attempt(f"part 1 nginx run {r}", nginx_cold))
-            if lt_ok:
-                def lt_cold():
-                    tor = os.path.join(work, f"cold{r}.torrent")
-                    piece[1] = make_torrent(src, tor)
-                    s, _ = lt_swarm(net, src, tor, [1], work, 600)
-                    return size1 / s / 1e6
-                t.append(b.attempt(f"part 1 libtorrent run {r}", lt_cold))
-            os.unlink(src)
-        b.record(1, "p2pfs", 1, "cold read", "MB/s", p)
-        if ngx:
-            b.record(1, "nginx", 1, "cold read", "MB/s", g)
-        if lt_ok:
-            b.record(1, "libtorrent", 1, "cold read", "MB/s", t)
-
-        # -- part 2: one holder, N readers at once, shaped uplinks --
-        shaped = net.shape()
-        cleanup.push("traffic shaping", net.unshape)
-        bound_bps = RATE_MBIT * 1e6 / 8
-        for n in ns:
-            readers = list(range(1, n + 1))
-            bound = max(size2 / bound_bps, n * size2 / (bound_bps + n * bound_bps))
-            p, t, g, psent, tsent = [], [], [], [], []
+        if 1 in parts:
+            # -- part 1: one holder, one reader, unshaped --
+            p, g, t = [], [], []
             for r in range(runs):
-                name = f"n{n}r{r}"
-                src = os.path.join(data, name)
-                want = random_file(src, size2)
+                src = os.path.join(data, f"cold{r}")
+                want = random_file(src, size1)
 
-                def p2pfs_many():
-                    sw.put(src, name)
+                def p2pfs_cold():
+                    sw.put(src, f"cold{r}")
                     sw.settle()
-                    before = sw.stat(sw.nodes[0])["served_bytes"]
-                    t0, res = parallel_reads([sw.nodes[i].path(name) for i in readers], 600)
-                    for i, (_, h) in zip(readers, res):
-                        if h != want:
-                            raise RuntimeError(f"p2pfs reader {i}: sha256 {h} != {want}")
-                    psent.append((sw.stat(sw.nodes[0])["served_bytes"] - before) / size2)
-                    return max(f for f, _ in res) - t0
-                p.append(b.attempt(f"part 2 p2pfs N={n} run {r}", p2pfs_many))
+                    n, s = read_discard(sw.nodes[1].path(f"cold{r}"))
+                    if n != size1:
+                        raise RuntimeError(f"p2pfs read {n} bytes of {size1}")
+                    if sha256_path(sw.nodes[1].path(f"cold{r}")) != want:
+                        raise RuntimeError("p2pfs: the file read on the reader differs")
+                    return size1 / s / 1e6
+                p.append(b.attempt(f"part 1 p2pfs run {r}", p2pfs_cold))
+                if ngx:
+                    def nginx_cold():
+                        s, n = ngx.get(1, f"cold{r}")
+                        if n != size1:
+                            raise RuntimeError(f"curl got {n} bytes of {size1}")
+                        return size1 / s / 1e6
+                    g.append(b.attempt(f"part 1 nginx run {r}", nginx_cold))
                 if lt_ok:
-                    def lt_many():
-                        tor = os.path.join(work, f"{name}.torrent")
-                        piece[2] = make_torrent(src, tor)
-                        s, sent = lt_swarm(net, src, tor, readers, work, 600)
-                        tsent.append(sent / size2)
-                        return s
-                    t.append(b.attempt(f"part 2 libtorrent N={n} run {r}", lt_many))
-                if ngx and r == 0:
-                    def nginx_many():
-                        t0 = time.monotonic()
-                        procs = [subprocess.Popen(
-                            [*net.prefix(i), "curl", "-sS", "-f", "-o", "/dev/null", "-w",
-                             "%{size_download}", f"{ngx.url}/{name}"],
-                            stdout=subprocess.PIPE, text=True) for i in readers]
-                        try:
-                            for q in procs:
-                                o, _ = q.communicate(timeout=600)
-                                if q.returncode or int(o) != size2:
-                                    raise RuntimeError(f"curl: exit {q.returncode}, {o} bytes")
-                        finally:
-                            for q in procs:
-                                stop_process(q)
-                        return time.monotonic() - t0
-                    g.append(b.attempt(f"part 2 nginx N={n}", nginx_many))
+                    def lt_cold():
+                        tor = os.path.join(work, f"cold{r}.torrent")
+                        piece[1] = make_torrent(src, tor)
+                        s, _ = lt_swarm(net, src, tor, [1], work, 600)
+                        return size1 / s / 1e6
+                    t.append(b.attempt(f"part 1 libtorrent run {r}", lt_cold))
                 os.unlink(src)
-            extra = dict(bound=bound)
-            b.record(2, "p2pfs", n, "all readers done", "s", p,
-                     dict(extra, source_sent=median(psent)))
-            if lt_ok:
-                b.record(2, "libtorrent", n, "all readers done", "s", t,
-                         dict(extra, source_sent=median(tsent)))
+            b.record(1, "p2pfs", 1, "cold read", "MB/s", p)
             if ngx:
-                b.record(2, "nginx", n, "all readers done", "s", g,
-                         dict(extra, source_sent=float(n)))
-        net.unshape()
+                b.record(1, "nginx", 1, "cold read", "MB/s", g)
+            if lt_ok:
+                b.record(1, "libtorrent", 1, "cold read", "MB/s", t)
 
-        # -- part 3: time to first byte of a remote 1 GiB file; listing delay --
-        big = os.path.join(data, "big")
-        random_file(big, size3)
-        first, ngx_first = [], []
+        shaped = False
+        if 2 in parts:
+            # -- part 2: one holder, N readers at once, shaped uplinks --
+            shaped = net.shape()
+            cleanup.push("traffic shaping", net.unshape)
+            bound_bps = RATE_MBIT * 1e6 / 8
+            for n in ns:
+                readers = list(range(1, n + 1))
+                bound = max(size2 / bound_bps, n * size2 / (bound_bps + n * bound_bps))
+                p, t, g, psent, tsent = [], [], [], [], []
+                for r in range(runs):
+                    name = f"n{n}r{r}"
+                    src = os.path.join(data, name)
+                    want = random_file(src, size2)
 
-        def p2pfs_first_bytes():
-            sw.put(big, "big")
-            for i in range(1, min(runs, nnodes - 1) + 1):
+                    def p2pfs_many():
+                        sw.put(src, name)
+                        sw.settle()
+                        before = sw.stat(sw.nodes[0])["served_bytes"]
+                        t0, res = parallel_reads([sw.nodes[i].path(name) for i in readers], 600)
+                        for i, (_, h) in zip(readers, res):
+                            if h != want:
+                                raise RuntimeError(f"p2pfs reader {i}: sha256 {h} != {want}")
+                        psent.append((sw.stat(sw.nodes[0])["served_bytes"] - before) / size2)
+                        return max(f for f, _ in res) - t0
+                    p.append(b.attempt(f"part 2 p2pfs N={n} run {r}", p2pfs_many))
+                    if lt_ok:
+                        def lt_many():
+                            tor = os.path.join(work, f"{name}.torrent")
+                            piece[2] = make_torrent(src, tor)
+                            s, sent = lt_swarm(net, src, tor, readers, work, 600)
+                            tsent.append(sent / size2)
+                            return s
+                        t.append(b.attempt(f"part 2 libtorrent N={n} run {r}", lt_many))
+                    if ngx and r == 0:
+                        def nginx_many():
+                            t0 = time.monotonic()
+                            procs = [subprocess.Popen(
+                                [*net.prefix(i), "curl", "-sS", "-f", "-o", "/dev/null", "-w",
+                                 "%{size_download}", f"{ngx.url}/{name}"],
+                                stdout=subprocess.PIPE, text=True) for i in readers]
+                            try:
+                                for q in procs:
+                                    o, _ = q.communicate(timeout=600)
+                                    if q.returncode or int(o) != size2:
+                                        raise RuntimeError(f"curl: exit {q.returncode}, {o} bytes")
+                            finally:
+                                for q in procs:
+                                    stop_process(q)
+                            return time.monotonic() - t0
+                        g.append(b.attempt(f"part 2 nginx N={n}", nginx_many))
+                    os.unlink(src)
+                extra = dict(bound=bound)
+                b.record(2, "p2pfs", n, "all readers done", "s", p,
+                         dict(extra, source_sent=median(psent)))
+                if lt_ok:
+                    b.record(2, "libtorrent", n, "all readers done", "s", t,
+                             dict(extra, source_sent=median(tsent)))
+                if ngx:
+                    b.record(2, "nginx", n, "all readers done", "s", g,
+                             dict(extra, source_sent=float(n)))
+            net.unshape()
+
+        if 3 in parts:
+            # -- part 3: time to first byte of a remote 1 GiB file; listing delay --
+            big = os.path.join(data, "big")
+            random_file(big, size3)
+            first, ngx_first = [], []
+
+            def p2pfs_first_bytes():
+                sw.put(big, "big")
+                for i in range(1, min(runs, nnodes - 1) + 1):
+                    t0 = time.monotonic()
+                    with open(sw.nodes[i].path("big"), "rb", buffering=0) as f:
+                        f.read(1)
+                    first.append(time.monotonic() - t0)
+            b.attempt("part 3 p2pfs time to first byte", p2pfs_first_bytes)
+            b.record(3, "p2pfs", 1, "time to first byte", "s", first)
+            if ngx:
+                for r in range(runs):
+                    v = b.attempt("part 3 nginx time to first byte", ngx.get, 1, "big", ("-r", "0-0"))
+                    ngx_first.append(v[0] if v else None)
+                b.record(3, "nginx", 1, "time to first byte", "s", ngx_first)
+            os.unlink(big)
+            listed = []
+
+            def listing_delay(k):
+                name = f"new{k}"
+                with open(sw.nodes[0].path(name), "wb") as f:
+                    f.write(os.urandom(4096))
                 t0 = time.monotonic()
-                with open(sw.nodes[i].path("big"), "rb", buffering=0) as f:
-                    f.read(1)
-                first.append(time.monotonic() - t0)
-        b.attempt("part 3 p2pfs time to first byte", p2pfs_first_bytes)
-        b.record(3, "p2pfs", 1, "time to first byte", "s", first)
-        if ngx:
-            for r in range(runs):
-                v = b.attempt("part 3 nginx time to first byte", ngx.get, 1, "big", ("-r", "0-0"))
-                ngx_first.append(v[0] if v else None)
-            b.record(3, "nginx", 1, "time to first byte", "s", ngx_first)
-        os.unlink(big)
-        listed = []
-
-        def listing_delay(k):
-            name = f"new{k}"
-            with open(sw.nodes[0].path(name), "wb") as f:
-                f.write(os.urandom(4096))
-            t0 = time.monotonic()
-            wait_until(lambda: size_of(sw.nodes[1].path(name)) == 4096, 30,
-                       f"{name} to be listed on node 1", interval=0.01)
-            return time.monotonic() - t0
-        for k in range(listing_samples):
-            listed.append(b.attempt("part 3 listing delay", listing_delay, k))
-            time.sleep(0.3)
-        b.record(3, "p2pfs", 1, "new file listed elsewhere", "s", listed)
+                wait_until(lambda: size_of(sw.nodes[1].path(name)) == 4096, 30,
+                           f"{name} to be listed on node 1", interval=0.01)
+                return time.monotonic() - t0
+            for k in range(listing_samples):
+                listed.append(b.attempt("part 3 listing delay", listing_delay, k))
+                time.sleep(0.3)
+            b.record(3, "p2pfs", 1, "new file listed elsewhere", "s", listed)
 
         stats = [sw.stat(nd) for nd in sw.nodes]
         logs = sw.logs()
@@ -733,7 +744,7 @@ def main():
     report(b, out, dict(size1=size1, size2=size2, size3=size3, ns=ns, runs=runs, shaped=shaped,
                         piece=piece, quick=a.quick, listing_samples=listing_samples,
                         gnuplot=have["gnuplot"], seconds=time.monotonic() - t_start,
-                        busy=busy0,
+                        busy=busy0, parts=parts,
                         stats=stats, logs=logs))
     if b.failures:
         print("\nbench_swarm: failed measures:\n  " + "\n  ".join(b.failures))
@@ -822,7 +833,7 @@ def report(b, out, c):
                     f"{fmt(r['median'] / bound, '.4g') if bound else ''},"
                     f"{fmt(r.get('source_sent'), '.4g') if 'source_sent' in r else ''}\n")
     print(f"\nCSV: {csv}")
-    if c["gnuplot"]:
+    if c["gnuplot"] and c["parts"] >= {1, 2}:
         png = plot(b, out, c)
         if png:
             print(f"plot: {png}")
