@@ -798,12 +798,12 @@ static bool head_ready(const struct swarm_peer *p)
 
 /*
  * Who gets the next piece: NOTFOUND answers first (they are tiny); then,
- * one piece in UNCHOKE_EVERY, the optimistic peer; then chunks under way,
- * then contributors (peers that upload to us) before the rest, and within
- * each, a chunk a reader waits for before read-ahead; among equals, in
- * turn. No more than SERVE_PARALLEL chunks are under way at once: a chunk
- * sent alone arrives whole sooner than one of five sharing the uplink, and
- * a member can pass on only whole (verified) chunks.
+ * one piece in UNCHOKE_EVERY, the optimistic peer; then contributors (peers
+ * that upload to us) before the rest, and within each, chunks under way,
+ * then a chunk a reader waits for, then read-ahead; among equals, in turn.
+ * No more than SERVE_PARALLEL chunks are under way at once: a chunk sent
+ * alone arrives whole sooner than one of five sharing the uplink, and a
+ * member can pass on only whole (verified) chunks.
  */
 static struct swarm_peer *next_to_serve(struct swarm *s)
 {
@@ -828,7 +828,7 @@ static struct swarm_peer *next_to_serve(struct swarm *s)
 			continue;
 		if (p == s->optimistic && s->pieces_out % UNCHOKE_EVERY == 0)
 			return p;
-		rank = (p->sq->off ? 4 : 0) + (p->rx_rate >= CONTRIB_MIN ? 2 : 0) +
+		rank = (p->rx_rate >= CONTRIB_MIN ? 4 : 0) + (p->sq->off ? 2 : 0) +
 		       (p->sq->urgent ? 1 : 0);
 		if (rank > best_rank || (rank == best_rank && p->served_seq < best->served_seq)) {
 			best = p;
