@@ -225,6 +225,8 @@ struct swarm_peer {
 	uint64_t piece_at;     /* ms: we last queued a piece of a chunk for it */
 	uint64_t out_base;     /* bytes sent to it at the last rate update */
 	double out_rate;       /* ... bytes per second, smoothed */
+	size_t unsent_max;     /* what the kernel may hold unsent for it (0: no limit) */
+	bool unsent_set;
 };
 
 struct swarm {
@@ -891,6 +893,25 @@ static size_t pump_limit(const struct swarm_peer *p)
 	double want = p->out_rate * PUMP_MS / 1000.0;
 
 	return (size_t)P2P_MAX((double)PUMP_MIN, P2P_MIN(want, (double)PUMP_QUEUE));
+}
+
+/*
+ * What the kernel may hold unsent for @p: the same measure as our own queue
+ * (a slow link keeps a request or a refusal to it close to the wire), and
+ * no limit once the link is fast enough for the limit to cost more CPU
+ * (wakeups) than it saves in waiting.
+ */
+static void set_unsent_max(struct swarm_peer *p)
+{
+	size_t want = pump_limit(p) / 2;
+
+	if (pump_limit(p) >= PUMP_QUEUE)
+		want = 0;
+	if (want != p->unsent_max || !p->unsent_set) {
+		tp_conn_set_unsent_max(p->c, want);
+		p->unsent_max = want;
+		p->unsent_set = true;
+	}
 }
 
 /* Answer @q, queued at @p and not started, NOTFOUND now rather than behind
@@ -1622,6 +1643,7 @@ static int on_hello(struct swarm_peer *p, const struct swarm_msg *m)
 		return -EKEYREJECTED;
 	p->member = true;
 	p->writable = flags & 1;
+	set_unsent_max(p);
 	p->since = ev_now(s->o.loop);
 	sa = tp_conn_peer_addr(p->c, &sl);
 	if (sa) {
@@ -2080,6 +2102,7 @@ static void on_tick(struct ev_timer *t)
 			p->out_rate =
 			    0.5 * p->out_rate + 0.5 * (double)(ts.bytes_out - p->out_base) / dt;
 			p->out_base = ts.bytes_out;
+			set_unsent_max(p);
 		}
 		s->rate_out_base = s->st.served_bytes;
 		s->rate_at = now;

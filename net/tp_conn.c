@@ -41,6 +41,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <limits.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <stdio.h>
@@ -55,7 +56,6 @@
 #define RX_READ_MAX (256 * 1024)
 #define RX_CAP P2P_ALIGN_UP((size_t)TP_WIRE_MAX + RX_READ_MAX, PAGE)
 #define TX_FLUSH_AT (64 * 1024)
-#define TP_NOTSENT_LOWAT (128 * 1024)
 #define NAME_LEN (INET6_ADDRSTRLEN + 8)
 #define ACCEPT_RETRY_MS 100
 
@@ -709,6 +709,15 @@ void tp_conn_want_writable(struct tp_conn *c, size_t below)
 	c->writable_below = below;
 }
 
+void tp_conn_set_unsent_max(struct tp_conn *c, size_t bytes)
+{
+	int v = (int)P2P_MIN(bytes, (size_t)INT_MAX);
+
+	/* Bytes in flight do not count: this does not cap throughput. */
+	if (c->fd >= 0 && setsockopt(c->fd, IPPROTO_TCP, TCP_NOTSENT_LOWAT, &v, sizeof(v)) < 0)
+		log_debug("%s: TCP_NOTSENT_LOWAT: %s", c->name, strerror(errno));
+}
+
 const uint8_t *tp_conn_session_id(const struct tp_conn *c)
 {
 	return tp_session_id(c->tp);
@@ -794,7 +803,7 @@ static int conn_new(struct ev_loop *loop, int fd, bool initiator, const uint8_t 
 			      .pow_bits = o->pow_bits,
 			      .initiator = initiator };
 	struct tp_conn *c;
-	int one = 1, lowat = TP_NOTSENT_LOWAT, rc;
+	int one = 1, rc;
 
 	if (!(c = calloc(1, sizeof(*c))))
 		return -ENOMEM;
@@ -815,11 +824,6 @@ static int conn_new(struct ev_loop *loop, int fd, bool initiator, const uint8_t 
 		goto err;
 	/* Frames are whole messages, batched by us: no Nagle delay. */
 	(void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-	/* The kernel keeps little it has not sent yet: a small message (a
-	 * request, a refusal) queued behind bulk data then waits for that
-	 * much, not for seconds of a slow uplink. Bytes in flight do not
-	 * count, so this does not cap throughput. */
-	(void)setsockopt(fd, IPPROTO_TCP, TCP_NOTSENT_LOWAT, &lowat, sizeof(lowat));
 	*ret = c;
 	return 0;
 err:

@@ -114,6 +114,11 @@ size_t tp_conn_wire_queued(const struct tp_conn *c);
  * it), for senders that keep less queued than the queue could take. Only
  * useful while more than @below is queued. */
 void tp_conn_want_writable(struct tp_conn *c, size_t below);
+/* Let the kernel hold at most about @bytes of @c's data it has not sent yet
+ * (TCP_NOTSENT_LOWAT; 0: no limit but the socket buffer). A small limit
+ * keeps what is queued behind close to the wire on a slow link, at some CPU
+ * cost on a fast one. */
+void tp_conn_set_unsent_max(struct tp_conn *c, size_t bytes);
 
 /* Once up: the peer's node id (PEER_ID_LEN bytes), else NULL. */
 const uint8_t *tp_conn_peer_id(const struct tp_conn *c);
