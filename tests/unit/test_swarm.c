@@ -103,6 +103,7 @@ struct node_cfg {
 	const uint8_t *member_key, *share_tag; /* NULL: the test share's */
 	bool writable;
 	uint32_t fetch_timeout_ms;
+	uint64_t max_upload;
 };
 
 static void on_peer_up(void *arg, struct swarm_peer *p)
@@ -170,6 +171,7 @@ static void node_start(struct node *n, const char *tag, const struct node_cfg *c
 		.writable = cfg->writable,
 		.listen = "127.0.0.1:0",
 		.fetch_timeout_ms = cfg->fetch_timeout_ms,
+		.max_upload = cfg->max_upload,
 		.msg = on_msg,
 		.peer_up = on_peer_up,
 		.peer_down = on_peer_down,
@@ -982,10 +984,72 @@ static void free_cancels_waiting_fetches_once(void)
 	NET_END(&a, &b);
 }
 
+/*
+ * A holder whose upload is the limit sends each chunk about once while two
+ * members fetch the same chunks at once: a request for a chunk it is
+ * sending (or has sent) to the other is answered "busy", and the members
+ * trade it between themselves over their unlimited link.
+ */
+static void a_slow_holder_sends_each_chunk_about_once(void)
+{
+	enum { N = 24, LEN = 256 << 10 };
+	const struct node_cfg slow = { .max_upload = 4u << 20 };
+	struct chunk ch[N];
+	struct got gb[N] = { 0 }, gc[N] = { 0 };
+	struct node a, b, c;
+	struct swarm_stats sa, sb, sc;
+	uint8_t *ids;
+	uint64_t end;
+
+	net_begin();
+	node_start(&a, "swarm-a", &slow);
+	node_start(&b, "swarm-b", NULL);
+	node_start(&c, "swarm-c", NULL);
+	for (size_t i = 0; i < N; i++) {
+		chunk_make(&ch[i], LEN);
+		chunk_put(&a, &ch[i]);
+	}
+	ids = chunk_ids(ch, N);
+	node_link(&b, &a);
+	node_link(&c, &a);
+	node_link(&c, &b);
+	WAIT_FOR(members(&b) == 2 && members(&c) == 2 && swarm_holders(b.s, ids, N) == 1 &&
+		     swarm_holders(c.s, ids, N) == 1,
+		 3000);
+	for (size_t i = 0; i < N; i++) {
+		gb[i].want = gc[i].want = &ch[i];
+		T_ASSERT_OK(fetch(&b, ch[i].id, false, &gb[i]));
+		T_ASSERT_OK(fetch(&c, ch[i].id, false, &gc[i]));
+	}
+	end = tm_mono_ms() + 20000;
+	while (!all_called(gb, N) || !all_called(gc, N)) {
+		T_ASSERT(tm_mono_ms() < end);
+		run_once();
+	}
+	assert_all_fetched(gb, N);
+	assert_all_fetched(gc, N);
+	swarm_get_stats(a.s, &sa);
+	swarm_get_stats(b.s, &sb);
+	swarm_get_stats(c.s, &sc);
+	fprintf(stderr, "# holder sent %.2f times the bytes, %llu refusals; b sent %llu, c %llu\n",
+		(double)sa.served_bytes / (N * LEN), (unsigned long long)sa.redirects,
+		(unsigned long long)sb.served_bytes, (unsigned long long)sc.served_bytes);
+	/* Without refusals both would be sent everything: twice the bytes. */
+	T_ASSERT(sa.served_bytes <= (uint64_t)N * LEN * 13 / 10);
+	T_ASSERT(sa.redirects > 0 &&
+		 sb.served_bytes + sc.served_bytes >= (uint64_t)N * LEN * 7 / 10);
+	T_ASSERT(sb.fetch_failed == 0 && sc.fetch_failed == 0);
+	for (size_t i = 0; i < N; i++)
+		free(ch[i].data);
+	free(ids);
+	NET_END(&a, &b, &c);
+}
+
 T_MAIN(T_CASE(two_members_see_each_other), T_CASE(both_dialing_keeps_one_connection),
        T_CASE(outsiders_are_refused), T_CASE(fetch_copies_a_verified_chunk),
        T_CASE(missing_chunk_fails_at_the_fetch_deadline),
        T_CASE(fetch_fails_when_the_last_member_leaves), T_CASE(many_fetches_stay_within_the_window),
        T_CASE(fetches_survive_a_member_that_leaves),
        T_CASE(member_serving_damaged_chunks_is_banned), T_CASE(app_messages_arrive_byte_exact),
-       T_CASE(have_tells_who_holds_what), T_CASE(free_cancels_waiting_fetches_once))
+       T_CASE(have_tells_who_holds_what), T_CASE(free_cancels_waiting_fetches_once),
+       T_CASE(a_slow_holder_sends_each_chunk_about_once))
