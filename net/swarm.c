@@ -226,7 +226,6 @@ struct swarm_peer {
 	uint64_t out_base;     /* bytes sent to it at the last rate update */
 	double out_rate;       /* ... bytes per second, smoothed */
 	size_t unsent_max;     /* what the kernel may hold unsent for it (0: no limit) */
-	bool unsent_set;
 };
 
 struct swarm {
@@ -903,32 +902,20 @@ static size_t pump_limit(const struct swarm_peer *p)
  */
 static void set_unsent_max(struct swarm_peer *p)
 {
-	size_t want = pump_limit(p) / 2;
+	size_t limit = pump_limit(p), want = limit >= PUMP_QUEUE ? 0 : limit / 2;
 
-	if (pump_limit(p) >= PUMP_QUEUE)
-		want = 0;
-	if (want != p->unsent_max || !p->unsent_set) {
+	/* 0 is also what a new socket has: no call until it differs. */
+	if (want != p->unsent_max) {
 		tp_conn_set_unsent_max(p->c, want);
 		p->unsent_max = want;
-		p->unsent_set = true;
 	}
 }
 
-/* Answer @q, queued at @p and not started, NOTFOUND now rather than behind
- * what is queued before it, and drop it. False if the answer found no room
- * (it then goes when @q reaches the head). */
-static bool serve_refuse_now(struct swarm_peer *p, struct serve *q)
+/* Take @q out of @p's queue and drop it. */
+static void serve_unlink(struct swarm_peer *p, struct serve *q)
 {
-	struct swarm_msg m = { .type = M_NOTFOUND };
 	struct serve **pp = &p->sq;
-	uint8_t out[6];
-	long len;
 
-	m.u.notfound.reqid = q->reqid;
-	m.u.notfound.reason = q->busy ? SWARM_NF_BUSY : SWARM_NF_MISSING;
-	len = swarm_msg_encode(&m, out, sizeof(out));
-	if (len <= 0 || !p->c || tp_conn_send(p->c, out, (size_t)len) < 0)
-		return false;
 	while (*pp != q)
 		pp = &(*pp)->next;
 	*pp = q->next;
@@ -936,7 +923,28 @@ static bool serve_refuse_now(struct swarm_peer *p, struct serve *q)
 		p->sq_tail = pp;
 	p->nsq--;
 	serve_drop(q);
-	return true;
+}
+
+/* Answer @q, queued at @p and not started, NOTFOUND now (also when it is
+ * not at the head: rather than behind what is queued before it), and drop
+ * it. On an error (-ENOBUFS: no room) @q stays. */
+static int serve_refuse_now(struct swarm_peer *p, struct serve *q)
+{
+	struct swarm_msg m = { .type = M_NOTFOUND };
+	uint8_t out[6];
+	long len;
+	int rc;
+
+	m.u.notfound.reqid = q->reqid;
+	m.u.notfound.reason = q->busy ? SWARM_NF_BUSY : SWARM_NF_MISSING;
+	if ((len = swarm_msg_encode(&m, out, sizeof(out))) <= 0)
+		return -EINVAL;
+	if (!p->c)
+		return -ENOTCONN;
+	if ((rc = tp_conn_send(p->c, out, (size_t)len)) < 0)
+		return rc;
+	serve_unlink(p, q);
+	return 0;
 }
 
 /*
@@ -987,21 +995,15 @@ static int serve_one(struct swarm *s, struct swarm_peer *p)
 			redirect_queued(s, p, q);
 	}
 	if (q->failed) {
-		struct swarm_msg m = { .type = M_NOTFOUND };
-		uint8_t out[6];
-		long len;
-
-		m.u.notfound.reqid = q->reqid;
-		m.u.notfound.reason = q->busy ? SWARM_NF_BUSY : SWARM_NF_MISSING;
-		len = swarm_msg_encode(&m, out, sizeof(out));
-		rc = len > 0 ? tp_conn_send(p->c, out, (size_t)len) : -EINVAL;
-	} else {
+		rc = serve_refuse_now(p, q);
+		return rc < 0 ? rc : 1;
+	}
+	{
 		size_t len = cs_buf_len(q->buf);
 		/* Pieces of half the queue: it holds about two. */
-		size_t n =
+		size_t piece =
 		    P2P_MIN(P2P_MAX(pump_limit(p) / 2, (size_t)PIECE_MIN), (size_t)SWARM_PIECE);
-
-		n = P2P_MIN(n, len - q->off);
+		size_t n = P2P_MIN(piece, len - q->off);
 		struct swarm_msg m = { .type = M_DATA };
 		struct iovec iov[2];
 		uint8_t *bad = NULL;
@@ -1034,13 +1036,7 @@ static int serve_one(struct swarm *s, struct swarm_peer *p)
 		s->st.served++;
 		p->chunks_out++;
 	}
-	if (rc < 0)
-		return rc;
-	p->sq = q->next;
-	if (!p->sq)
-		p->sq_tail = &p->sq;
-	p->nsq--;
-	serve_drop(q);
+	serve_unlink(p, q);
 	return 1;
 }
 
@@ -1190,7 +1186,7 @@ static int on_get(struct swarm_peer *p, const struct swarm_msg *m)
 			p->s->st.notfound++;
 	}
 	/* Say so at once rather than behind the chunks queued before it. */
-	if (q->failed && p->sq != q && serve_refuse_now(p, q))
+	if (q->failed && p->sq != q && serve_refuse_now(p, q) == 0)
 		return 0;
 	upload_pump(p->s);
 	return 0;
