@@ -687,6 +687,7 @@ int fs_new(struct ev_loop *loop, struct ev_pool *pool, struct cs_store *cs, stru
 	fs->fd = -1;
 	fs->inval_tail = &fs->inval;
 	fs->wq_tail = &fs->wq;
+	fs_rechunk_cache_init(&fs->window);
 	if (!fs->o.attr_timeout)
 		fs->o.attr_timeout = 10.0;
 	if (!fs->o.entry_timeout)
@@ -792,6 +793,7 @@ void fs_free(struct fs *fs)
 		fs->free_bufs = b->next;
 		free(b);
 	}
+	fs_rechunk_cache_done(&fs->window);
 	free(fs->nodes);
 	free(fs->mountpoint);
 	free(fs->staging_dir);

@@ -21,6 +21,7 @@
 #include "common/log.h"
 #include "fs/fs.h"
 #include "fs/fs_ext.h"
+#include "fs/fs_rechunk.h"
 #include "fs/fs_seg.h"
 #include "fs/mf.h"
 
@@ -127,7 +128,8 @@ struct fs {
 	unsigned nflush;    /* flush jobs running */
 	uint64_t trim_at;   /* ms: the last malloc_trim (fs_io.c maybe_trim) */
 	struct ev_timer trim_timer;
-	struct wr *wq, **wq_tail; /* writes waiting for the backlog to shrink (fs_io.c) */
+	struct fs_rechunk_cache window; /* kept between flush jobs, dropped with the trim */
+	struct wr *wq, **wq_tail;	/* writes waiting for the backlog to shrink (fs_io.c) */
 	struct fs_buf *cur_buf; /* buffer of the request being dispatched; a handler may take it */
 
 	struct fs_node **nodes;

@@ -243,10 +243,16 @@ static int run_take(struct fs_node *n, struct fs_buf *buf, const char *data, siz
 {
 	struct fs *fs = n->fs;
 
-	if (!buf || size < FS_RUN_MIN_WRITE || fs->run_bytes + fs->bufsize > FS_RUN_MAX_BYTES)
+	if (!buf || !size || fs->run_bytes + fs->bufsize > FS_RUN_MAX_BYTES)
 		return -E2BIG;
 	if (n->nrun && off != fs_run_end(n->run, n->nrun))
 		return -E2BIG; /* not the next bytes of the run */
+	/* A short write starts no run, but may follow a long one: the kernel's
+	 * writeback cuts a long sequential write into 1 MiB requests with a
+	 * short one every few dozen, and turning that one away would send every
+	 * later request of the file to the staging file. */
+	if (size < FS_RUN_MIN_WRITE && (!n->nrun || n->run[n->nrun - 1].len < FS_RUN_MIN_WRITE))
+		return -E2BIG;
 	if (n->nrun == n->run_cap) {
 		size_t cap = n->run_cap ? 2 * n->run_cap : 64;
 		struct fs_seg *v = realloc(n->run, cap * sizeof(*v));
@@ -1004,6 +1010,7 @@ static void maybe_trim(struct fs *fs)
 		return;
 	}
 	fs->trim_at = now;
+	fs_rechunk_cache_drop(&fs->window);
 	malloc_trim(0);
 }
 
@@ -1434,6 +1441,7 @@ void fs_flush_node(struct fs_node *n, struct fs_waiter *w)
 	j->in.get = flush_get;
 	j->in.get_arg = j;
 	j->in.pool = fs->pool;
+	j->in.cache = &fs->window;
 	j->base_content = n->content;
 	j->in.put_flags = CS_PUT_PIN;
 	mf_init(&j->new_mf);

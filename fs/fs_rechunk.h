@@ -14,6 +14,7 @@
 #ifndef P2P_FS_RECHUNK_H
 #define P2P_FS_RECHUNK_H
 
+#include <pthread.h>
 #include <stdint.h>
 
 #include "chunkstore/store.h"
@@ -25,6 +26,24 @@
 /* Reads base chunk @id into a new buffer (caller frees); cs_get by default. */
 typedef int fs_chunk_get_fn(void *arg, const uint8_t id[static CS_ID_LEN], uint8_t **ret_buf,
 			    size_t *ret_len);
+
+/*
+ * A window buffer kept between re-chunks. A long write is re-chunked every
+ * 64 MiB, each time through a window of up to 32 MiB; a new window is fresh
+ * memory, and faulting it in (zeroing pages, charging them to the cgroup)
+ * took as long as cutting the bytes. Shared by the flush jobs of one
+ * filesystem; a second job at the same time allocates its own.
+ */
+struct fs_rechunk_cache {
+	pthread_mutex_t lock;
+	uint8_t *buf;
+	size_t cap;
+};
+
+void fs_rechunk_cache_init(struct fs_rechunk_cache *c);
+/* Free the kept window (when nothing is being written). */
+void fs_rechunk_cache_drop(struct fs_rechunk_cache *c);
+void fs_rechunk_cache_done(struct fs_rechunk_cache *c);
 
 struct fs_rechunk_in {
 	const struct mf *base;	    /* the previous version's chunks */
@@ -43,6 +62,7 @@ struct fs_rechunk_in {
 	/* Where a helper may hash and store cut chunks beside the caller's
 	 * thread; NULL: all on the caller's thread. */
 	struct ev_pool *pool;
+	struct fs_rechunk_cache *cache; /* NULL: a window of its own */
 };
 
 struct fs_rechunk_stats {

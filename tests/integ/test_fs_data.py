@@ -94,11 +94,16 @@ def test_staged_writes_read_overwritten_and_truncated(node):
     want = bytearray(os.urandom(size))
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
-        for off in range(0, size, 1 << 20):
-            os.pwrite(fd, want[off:off + (1 << 20)], off)
-        _written_back(fd)
+        # Written back in two goes, so the daemon gets 1 MiB requests with a
+        # short one (100 KiB) between them, as background writeback of a long
+        # write gives: the short one and those after it join the staged bytes.
+        split = (6 << 20) + (100 << 10)
+        for lo, hi in (0, split), (split, size):
+            for off in range(lo, hi, 1 << 20):
+                os.pwrite(fd, want[off:min(off + (1 << 20), hi)], off)
+            _written_back(fd)
         # Still in memory, waiting to be chunked (the write path under test).
-        assert node.status_nofork()["staged_mem_bytes"] >= 8 << 20
+        assert node.status_nofork()["staged_mem_bytes"] >= size
         assert os.pread(fd, size, 0) == want
         # An overwrite in the middle, then one across the end of the staged bytes.
         for off, n in ((5 << 20) + 123, 4096), (size - 1000, 300000):
