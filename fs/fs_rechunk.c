@@ -416,7 +416,8 @@ int fs_rechunk(const struct fs_rechunk_in *in, struct mf *ret_mf, struct fs_rech
 			sh->cuts[sh->n].data = buf + start;
 			sh->cuts[sh->n].len = (uint32_t)cut;
 			sh->n++;
-			helper_call_locked(sh, in->pool);
+			if (pos + cut < in->size) /* more to cut: hashing this meanwhile pays */
+				helper_call_locked(sh, in->pool);
 			pthread_mutex_unlock(&sh->lock);
 			pos += cut;
 			start += cut;
