@@ -307,7 +307,7 @@ static void swarm_status(struct daemon *d, struct ctl_conn *c, FILE *json)
 			"\"fetch_failed\":%llu,\"bad_chunks\":%llu,\"stalls\":%llu,"
 			"\"records_in\":%llu,\"records_applied\":%llu,\"records_rejected\":%llu,"
 			"\"records_out\":%llu,\"syncs\":%llu,\"rate_in\":%.0f,\"rate_out\":%.0f,"
-			"\"redirects\":%llu,\"endgame\":%llu,\"peers\":[",
+			"\"redirects\":%llu,\"endgame\":%llu,\"relayed\":%llu,\"peers\":[",
 			swarm_port(d->swarm), st.members, st.connecting, st.known_addrs, st.fetches,
 			(unsigned long long)st.fetched, (unsigned long long)st.fetched_bytes,
 			(unsigned long long)st.served, (unsigned long long)st.served_bytes,
@@ -316,7 +316,8 @@ static void swarm_status(struct daemon *d, struct ctl_conn *c, FILE *json)
 			(unsigned long long)rs.records_applied,
 			(unsigned long long)rs.records_rejected, (unsigned long long)rs.records_out,
 			(unsigned long long)rs.syncs, st.rate_in, st.rate_out,
-			(unsigned long long)st.redirects, (unsigned long long)st.endgame);
+			(unsigned long long)st.redirects, (unsigned long long)st.endgame,
+			(unsigned long long)st.relayed);
 		for (size_t i = 0; i < n && i < ARRAY_SIZE(pi); i++) {
 			char id[65];
 

@@ -15,7 +15,11 @@
  *  1. A fetch with f->peer set is in f->peer->req[] under f->reqid, and
  *     nowhere else; a peer's inflight counts those entries.
  *  2. No chunk byte reaches a caller or the store before the whole chunk
- *     hashed to its id.
+ *     hashed to its id. Bytes passed on to members before then (relays)
+ *     never include the chunk's last RELAY_HOLD bytes, so a member never
+ *     has a whole chunk from us that we did not verify.
+ *  4. A serve relaying a fetch (q->relay) is on that fetch's relays list,
+ *     and only while the fetch holds received bytes in f->buf.
  *  3. Nothing is sent to, or accepted from, a peer before its HELLO proved
  *     membership (except our own HELLO).
  */
@@ -70,6 +74,9 @@
 #define PIECE_MIN (64u << 10)
 #define SERVE_PARALLEL 2 /* chunks we send at once: each arrives sooner, to be passed on */
 #define SERVE_STUCK_MS 1000
+/* A chunk we pass on while we still receive it keeps this much back until
+ * it has been verified here (invariant 2). */
+#define RELAY_HOLD (64u << 10)
 #define RECENT_MS 8000
 #define BUSY_RETRY_MS 200
 #define BUSY_SEEN_MS 300	  /* a member that said busy this recently counts as busy */
@@ -116,7 +123,8 @@ struct fetch {
 	unsigned ntried, nasked, nnotfound;
 	uint8_t busy_id[32]; /* the member that said busy, at busy_at */
 	uint64_t busy_at;
-	bool verifying; /* whole: being hashed and stored on a worker */
+	bool verifying;	      /* whole: being hashed and stored on a worker */
+	struct serve *relays; /* passing it on as it arrives (invariant 4) */
 };
 
 struct serve {
@@ -129,8 +137,10 @@ struct serve {
 	uint32_t off;
 	bool failed; /* not stored here: NOTFOUND */
 	struct swarm_peer *p;
-	bool reading; /* the store reads it: on_serve_read() comes */
-	bool orphan;  /* dropped while the store read: on_serve_read() frees it */
+	bool reading;	     /* the store reads it: on_serve_read() comes */
+	bool orphan;	     /* dropped while the store read: on_serve_read() frees it */
+	struct fetch *relay; /* not stored yet: sent from this fetch as it arrives */
+	struct serve *relay_next;
 };
 
 /* The chunks a member holds, as the first 8 bytes of their ids (open
@@ -283,6 +293,7 @@ struct swarm {
 static const struct tp_conn_cbs peer_cbs;
 static void refill(struct swarm *s);
 static void dispatch(struct swarm *s);
+static void upload_pump(struct swarm *s);
 static bool held_elsewhere(const struct swarm *s, const struct swarm_peer *asker, uint64_t x);
 
 /* ---- keys ---- */
@@ -365,6 +376,30 @@ static void fetch_unlink(struct swarm *s, struct fetch *f)
 	s->nfetches--;
 }
 
+/*
+ * Relays of @f end: they go on from @b, the verified chunk, or (NULL) are
+ * answered NOTFOUND - not blamed on us, as a chunk with a bad byte would be
+ * (the member asks elsewhere).
+ */
+static void relays_end(struct swarm *s, struct fetch *f, struct cs_buf *b)
+{
+	if (!f->relays)
+		return;
+	while (f->relays) {
+		struct serve *q = f->relays;
+
+		f->relays = q->relay_next;
+		q->relay = NULL;
+		q->relay_next = NULL;
+		if (b)
+			q->buf = cs_buf_ref(b);
+		else
+			q->failed = true;
+	}
+	if (!s->dying) /* swarm_free: nothing is sent any more */
+		upload_pump(s);
+}
+
 /* Take @f off its member's window (the member may still send: ignored). */
 static void fetch_detach(struct fetch *f)
 {
@@ -372,6 +407,8 @@ static void fetch_detach(struct fetch *f)
 
 	if (!p)
 		return;
+	if (f->buf)
+		relays_end(p->s, f, NULL);
 	for (unsigned i = 0; i < SWARM_WINDOW; i++)
 		if (p->req[i] == f) {
 			p->req[i] = NULL;
@@ -390,6 +427,7 @@ static void fetch_finish_buf(struct swarm *s, struct fetch *f, int rc, struct cs
 	struct waiter *w = f->waiters;
 
 	fetch_detach(f);
+	relays_end(s, f, b);
 	fetch_unlink(s, f);
 	while (w) {
 		struct waiter *next = w->next;
@@ -650,6 +688,7 @@ static void fetch_verified(struct swarm *s, struct fetch *f, const uint8_t *from
 		log_error("member %s sent chunk %s with bytes that do not hash to its id: "
 			  "disconnecting it and not asking it again",
 			  p ? tp_conn_name(p->c) : "(gone)", h);
+		relays_end(s, f, NULL);
 		free(f->buf);
 		f->buf = NULL;
 		f->got = f->total = 0;
@@ -677,6 +716,7 @@ static void fetch_verified(struct swarm *s, struct fetch *f, const uint8_t *from
 		 * memory cache), not read back from the disk. */
 		struct cs_buf *b = cs_cache_put(s->o.cs, f->id, f->buf, f->total);
 
+		relays_end(s, f, b);
 		f->buf = NULL;
 		f->got = f->total = 0;
 		fetch_finish_buf(s, f, b ? 0 : -EIO, b);
@@ -720,6 +760,7 @@ static void verify_done(struct ev_work *w)
 	f->verifying = false;
 	if (s->dying) {
 		/* swarm_free ran meanwhile and answered the readers. */
+		relays_end(s, f, NULL);
 		fetch_unlink(s, f);
 		free(f->buf);
 		free(f);
@@ -758,6 +799,13 @@ static void fetch_complete(struct swarm *s, struct swarm_peer *p, struct fetch *
 
 static void serve_free(struct serve *q)
 {
+	if (q->relay) {
+		struct serve **pp = &q->relay->relays;
+
+		while (*pp != q)
+			pp = &(*pp)->relay_next;
+		*pp = q->relay_next;
+	}
 	cs_buf_unref(q->buf);
 	free(q);
 }
@@ -792,9 +840,19 @@ static void refill(struct swarm *s)
 	}
 }
 
+/* Bytes of @q's chunk that may go now while it is relayed (invariant 2). */
+static size_t relay_avail(const struct serve *q)
+{
+	const struct fetch *f = q->relay;
+	uint32_t lim = f->total - P2P_MIN(f->total, RELAY_HOLD);
+
+	lim = P2P_MIN(lim, f->got);
+	return lim > q->off ? lim - q->off : 0;
+}
+
 static bool head_ready(const struct swarm_peer *p)
 {
-	return p->sq && (p->sq->failed || p->sq->buf);
+	return p->sq && (p->sq->failed || p->sq->buf || (p->sq->relay && relay_avail(p->sq)));
 }
 
 /*
@@ -816,7 +874,7 @@ static struct swarm_peer *next_to_serve(struct swarm *s)
 	/* A member that takes nothing for a while (gone quiet, or not
 	 * reading) does not hold up the others. */
 	for (struct swarm_peer *p = s->peers; p; p = p->next)
-		started += p->member && !p->closing && p->sq && p->sq->off &&
+		started += p->member && !p->closing && p->sq && p->sq->off && head_ready(p) &&
 			   now - p->piece_at < SERVE_STUCK_MS;
 	for (struct swarm_peer *p = s->peers; p; p = p->next) {
 		int rank;
@@ -999,7 +1057,8 @@ static int serve_one(struct swarm *s, struct swarm_peer *p)
 		return rc < 0 ? rc : 1;
 	}
 	{
-		size_t len = cs_buf_len(q->buf);
+		const uint8_t *data = q->buf ? cs_buf_data(q->buf) : q->relay->buf;
+		size_t len = q->buf ? cs_buf_len(q->buf) : q->relay->total;
 		/* Pieces of half the queue: it holds about two. */
 		size_t piece =
 		    P2P_MIN(P2P_MAX(pump_limit(p) / 2, (size_t)PIECE_MIN), (size_t)SWARM_PIECE);
@@ -1014,7 +1073,9 @@ static int serve_one(struct swarm *s, struct swarm_peer *p)
 		if (swarm_msg_encode(&m, hdr, sizeof(hdr)) != DATA_HDR)
 			return -EINVAL;
 		iov[0] = (struct iovec){ hdr, DATA_HDR };
-		iov[1] = (struct iovec){ (void *)(cs_buf_data(q->buf) + q->off), n };
+		if (!q->buf)
+			n = P2P_MIN(n, relay_avail(q));
+		iov[1] = (struct iovec){ (void *)(data + q->off), n };
 		if (s->fault_corrupt && q->off == 0 && (bad = malloc(n))) {
 			/* Fault injection for tests: a member that serves damaged bytes. */
 			memcpy(bad, iov[1].iov_base, n);
@@ -1151,6 +1212,29 @@ static bool held_elsewhere(const struct swarm *s, const struct swarm_peer *asker
 	return false;
 }
 
+/*
+ * Relay: a chunk we are receiving (not yet stored) is passed on to @q's
+ * asker as it arrives, rather than only once it is whole and verified
+ * here: each hop then costs a piece's transfer, not a chunk's. We tell
+ * members we have a chunk as soon as its first bytes come (on_data), so
+ * they ask us. The last bytes wait for our verification (invariant 2); if
+ * it fails, or our source goes, the asker gets NOTFOUND and asks elsewhere.
+ */
+static bool relay_attach(struct swarm_peer *p, struct serve *q)
+{
+	struct fetch *f;
+
+	for (f = p->s->fetches; f; f = f->next)
+		if (!memcmp(f->id, q->id, CS_ID_LEN))
+			break;
+	if (!f || !f->buf || !f->got || f->peer == p)
+		return false;
+	q->relay = f;
+	q->relay_next = f->relays;
+	f->relays = q;
+	return true;
+}
+
 static int on_get(struct swarm_peer *p, const struct swarm_msg *m)
 {
 	struct serve *q;
@@ -1178,6 +1262,8 @@ static int on_get(struct swarm_peer *p, const struct swarm_msg *m)
 		rc = cs_read(p->s->o.cs, id, on_serve_read, q, &b);
 		if (rc == 1)
 			q->buf = b;
+		else if (rc == -ENOENT && relay_attach(p, q))
+			p->s->st.relayed++;
 		else if (rc < 0)
 			q->failed = true;
 		else
@@ -1219,9 +1305,12 @@ static int on_data(struct swarm_peer *p, const struct swarm_msg *m)
 		if (!(f->buf = malloc(total)))
 			return -ENOMEM;
 		f->total = total;
+		swarm_announce(s, f->id, 1); /* it can be relayed from now on */
 	}
 	memcpy(f->buf + off, bytes, n);
 	f->got += (uint32_t)n;
+	if (f->relays)
+		upload_pump(s);
 	p->rx_window += n;
 	s->bytes_in += n;
 	s->down_tokens -= (double)n;
@@ -2191,6 +2280,7 @@ void swarm_free(struct swarm *s)
 {
 	if (!s)
 		return;
+	s->dying = true;
 	ev_timer_stop(s->o.loop, &s->tick);
 	ev_timer_stop(s->o.loop, &s->announce_timer);
 	ev_timer_stop(s->o.loop, &s->up_timer);
@@ -2223,7 +2313,6 @@ void swarm_free(struct swarm *s)
 		free(p);
 	}
 	/* Chunks still on the workers come back through the loop. */
-	s->dying = true;
 	for (int i = 0; s->nverify && i < 1000; i++)
 		if (ev_loop_run_once(s->o.loop, 10) < 0)
 			break;

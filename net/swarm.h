@@ -22,7 +22,8 @@
  *                   age (2: seconds since the sender last heard from it)
  *   6     HAVE      count (2, <= 16384), then per chunk the first 8 bytes
  *                   of its id: chunks the sender holds (all of them after
- *                   HELLO if it holds at most 4 Mi chunks, then each new one)
+ *                   HELLO if it holds at most 4 Mi chunks, then each new one,
+ *                   as soon as its first bytes arrive: see relaying)
  *   7     PING      8 opaque bytes, echoed by
  *   8     PONG      the same 8 bytes (round-trip time, every 5 s)
  *   >=32  the caller's (swarm_opts.msg): namespace replication
@@ -49,6 +50,14 @@
  * NOTFOUND for chunks another member holds, so its upload goes to chunks
  * only it has and members trade the rest (like a seed that sends each
  * piece once).
+ *
+ * Relaying: a member asked for a chunk it is still receiving passes it on
+ * as it arrives, so a chunk crosses several hops in about the time of one.
+ * The last 64 KiB go only once the relaying member has verified the whole
+ * chunk, so nobody gets a whole chunk that its sender did not check; if the
+ * check fails (or the sender's own source goes), the asker gets NOTFOUND
+ * mid-chunk, drops what it has, and asks elsewhere - without blaming the
+ * relay, which disconnects its own source.
  *
  * Liveness: members trade PEX every 30 s, each entry with how long ago the
  * sender last heard from that member (directly, or by gossip); an address
@@ -193,6 +202,7 @@ struct swarm_stats {
 	uint64_t fetched, fetched_bytes; /* chunks received and verified */
 	uint64_t served, served_bytes;
 	uint64_t fetch_failed, bad_chunks, stalls, notfound, endgame, redirects;
+	uint64_t relayed; /* requests served from a chunk still arriving here */
 	uint64_t dht_lookups, dht_announces;
 	double rate_in, rate_out; /* chunk bytes per second, smoothed over seconds */
 };

@@ -104,6 +104,7 @@ struct node_cfg {
 	bool writable;
 	uint32_t fetch_timeout_ms;
 	uint64_t max_upload;
+	unsigned max_peers;
 };
 
 static void on_peer_up(void *arg, struct swarm_peer *p)
@@ -172,6 +173,7 @@ static void node_start(struct node *n, const char *tag, const struct node_cfg *c
 		.listen = "127.0.0.1:0",
 		.fetch_timeout_ms = cfg->fetch_timeout_ms,
 		.max_upload = cfg->max_upload,
+		.max_peers = cfg->max_peers,
 		.msg = on_msg,
 		.peer_up = on_peer_up,
 		.peer_down = on_peer_down,
@@ -1045,6 +1047,81 @@ static void a_slow_holder_sends_each_chunk_about_once(void)
 	NET_END(&a, &b, &c);
 }
 
+/*
+ * b fetches a chunk from a slow holder a; c, linked to b alone, asks b for
+ * it while it is still arriving there. With @corrupt, a damages it.
+ */
+static void relay_case(bool corrupt, struct swarm_stats *ret_b, struct swarm_stats *ret_c,
+		       struct got *ret_gb, struct got *ret_gc)
+{
+	enum { LEN = 1 << 20 };
+	/* a and c dial nobody: c learns a's address from b, and must not
+	 * reach it (a and b are not limited) */
+	const struct node_cfg slow = { .max_upload = 1u << 20,
+				       .fetch_timeout_ms = 2500,
+				       .max_peers = 1 };
+	const struct node_cfg quick = { .fetch_timeout_ms = 2500 };
+	const struct node_cfg lone = { .fetch_timeout_ms = 2500, .max_peers = 1 };
+	struct chunk ch;
+	struct got gb = { .want = &ch }, gc = { .want = &ch };
+	struct node a, b, c;
+
+	net_begin();
+	if (corrupt)
+		T_ASSERT_OK(setenv("P2PFS_TEST_CORRUPT_SERVE", "1", 1));
+	node_start(&a, "swarm-a", &slow);
+	T_ASSERT_OK(unsetenv("P2PFS_TEST_CORRUPT_SERVE"));
+	node_start(&b, "swarm-b", &quick);
+	node_start(&c, "swarm-c", &lone);
+	chunk_make(&ch, LEN);
+	chunk_put(&a, &ch);
+	node_link(&b, &a);
+	node_link(&c, &b);
+	WAIT_FOR(members(&b) == 2 && members(&c) == 1 && swarm_holders(b.s, ch.id, 1) == 1, 3000);
+	T_ASSERT_OK(fetch(&b, ch.id, true, &gb));
+	/* A quarter of it has left a (at 1 MiB/s): b is receiving it. */
+	WAIT_FOR(stats(&a).served_bytes >= LEN / 4, 3000);
+	T_ASSERT(!gb.calls);
+	T_ASSERT_OK(fetch(&c, ch.id, true, &gc));
+	WAIT_FOR(gb.calls && gc.calls, 6000);
+	*ret_b = stats(&b);
+	*ret_c = stats(&c);
+	*ret_gb = gb;
+	*ret_gc = gc;
+	T_ASSERT(peer_of(&c, &b) && members(&c) == 1); /* c kept b, and never had a */
+	free(ch.data);
+	NET_END(&a, &b, &c);
+}
+
+/* A chunk still arriving is passed on as it comes, and its last bytes as
+ * soon as it is verified: c has it right after b, not a transfer later. */
+static void a_chunk_is_relayed_while_it_arrives(void)
+{
+	struct swarm_stats sb, sc;
+	struct got gb, gc;
+
+	relay_case(false, &sb, &sc, &gb, &gc);
+	assert_all_fetched(&gb, 1);
+	assert_all_fetched(&gc, 1);
+	fprintf(stderr, "# c had the chunk %llu ms after b\n", (unsigned long long)(gc.at - gb.at));
+	T_ASSERT_EQ(sb.relayed, 1);
+	T_ASSERT(gc.at >= gb.at && gc.at - gb.at < 300);
+	T_ASSERT(sb.bad_chunks == 0 && sc.bad_chunks == 0 && sc.fetch_failed == 0);
+}
+
+/* A relayed chunk that fails b's check never reaches c whole: c is told
+ * NOTFOUND and keeps b (it was a's fault, and b bans a). */
+static void a_damaged_chunk_is_not_relayed_whole(void)
+{
+	struct swarm_stats sb, sc;
+	struct got gb, gc;
+
+	relay_case(true, &sb, &sc, &gb, &gc);
+	T_ASSERT(gb.calls == 1 && gb.rc < 0 && gc.calls == 1 && gc.rc < 0);
+	T_ASSERT(sb.relayed == 1 && sb.bad_chunks == 1);
+	T_ASSERT(sc.bad_chunks == 0);
+}
+
 T_MAIN(T_CASE(two_members_see_each_other), T_CASE(both_dialing_keeps_one_connection),
        T_CASE(outsiders_are_refused), T_CASE(fetch_copies_a_verified_chunk),
        T_CASE(missing_chunk_fails_at_the_fetch_deadline),
@@ -1052,4 +1129,5 @@ T_MAIN(T_CASE(two_members_see_each_other), T_CASE(both_dialing_keeps_one_connect
        T_CASE(fetches_survive_a_member_that_leaves),
        T_CASE(member_serving_damaged_chunks_is_banned), T_CASE(app_messages_arrive_byte_exact),
        T_CASE(have_tells_who_holds_what), T_CASE(free_cancels_waiting_fetches_once),
-       T_CASE(a_slow_holder_sends_each_chunk_about_once))
+       T_CASE(a_slow_holder_sends_each_chunk_about_once),
+       T_CASE(a_chunk_is_relayed_while_it_arrives), T_CASE(a_damaged_chunk_is_not_relayed_whole))
