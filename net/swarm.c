@@ -18,10 +18,10 @@
  *     hashed to its id. Bytes passed on to members before then (relays)
  *     never include the chunk's last RELAY_HOLD bytes, so a member never
  *     has a whole chunk from us that we did not verify.
- *  4. A serve relaying a fetch (q->relay) is on that fetch's relays list,
- *     and only while the fetch holds received bytes in f->buf.
  *  3. Nothing is sent to, or accepted from, a peer before its HELLO proved
  *     membership (except our own HELLO).
+ *  4. A serve relaying a fetch (q->relay) is on that fetch's relays list,
+ *     and only while the fetch holds received bytes in f->buf.
  */
 #define LOG_SUBSYS "swarm"
 #include "net/swarm.h"
