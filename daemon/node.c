@@ -351,9 +351,12 @@ static void swarm_status(struct daemon *d, struct ctl_conn *c, FILE *json)
 			   p2p_fmt_size(ri, sizeof(ri), (uint64_t)st.rate_in),
 			   p2p_fmt_size(ro, sizeof(ro), (uint64_t)st.rate_out));
 	}
-	ctl_printf(c, "exchanged:     fetched %llu chunks (%s), served %llu (%s)",
-		   (unsigned long long)st.fetched, p2p_fmt_size(a, sizeof(a), st.fetched_bytes),
-		   (unsigned long long)st.served, p2p_fmt_size(b, sizeof(b), st.served_bytes));
+	ctl_printf(
+	    c,
+	    "exchanged:     fetched %llu chunks (%s), served %llu (%s; %llu passed on as they arrived)",
+	    (unsigned long long)st.fetched, p2p_fmt_size(a, sizeof(a), st.fetched_bytes),
+	    (unsigned long long)st.served, p2p_fmt_size(b, sizeof(b), st.served_bytes),
+	    (unsigned long long)st.relayed);
 	if (d->pins)
 		pin_set_status(d->pins, c, NULL);
 	if (st.fetch_failed || st.bad_chunks || st.stalls)
