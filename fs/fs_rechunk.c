@@ -241,7 +241,7 @@ void fs_rechunk_cache_done(struct fs_rechunk_cache *c)
 }
 
 /* Windows smaller than this are cheap to allocate: not kept. */
-#define WINDOW_KEEP_MIN ((size_t)4 << 20)
+#define WINDOW_KEEP_MIN ((size_t)1 << 20)
 
 /* A window of at least *cap bytes; *cap is set to its size. */
 static uint8_t *window_get(struct fs_rechunk_cache *c, size_t *cap)
@@ -261,14 +261,17 @@ static uint8_t *window_get(struct fs_rechunk_cache *c, size_t *cap)
 	return buf ? buf : malloc(*cap);
 }
 
+/* Keep @buf for the next re-chunk, unless a larger window is kept already. */
 static void window_put(struct fs_rechunk_cache *c, uint8_t *buf, size_t cap)
 {
 	if (c && buf && cap >= WINDOW_KEEP_MIN) {
 		pthread_mutex_lock(&c->lock);
-		if (!c->buf) {
+		if (c->cap < cap) {
+			uint8_t *old = c->buf;
+
 			c->buf = buf;
 			c->cap = cap;
-			buf = NULL;
+			buf = old;
 		}
 		pthread_mutex_unlock(&c->lock);
 	}

@@ -49,6 +49,7 @@ struct world {
 	struct fs_ext dirty;
 	struct mf base;
 	struct ev_pool *pool; /* helpers for hashing, or NULL */
+	struct fs_rechunk_cache *cache; /* a window kept between re-chunks, or NULL */
 };
 
 static void world_init(struct world *w, uint64_t size)
@@ -57,6 +58,7 @@ static void world_init(struct world *w, uint64_t size)
 	char path[512];
 
 	w->pool = NULL;
+	w->cache = NULL;
 	w->dir = t_tmpdir("rechunk");
 	snprintf(path, sizeof(path), "%s/store", w->dir);
 	T_ASSERT_OK(cs_store_open(path, &o, &w->cs));
@@ -128,6 +130,7 @@ static void check(struct world *w, struct fs_rechunk_stats *ret_st)
 		.cs = w->cs,
 		.put_flags = CS_PUT_PIN,
 		.pool = w->pool,
+		.cache = w->cache,
 	};
 	struct mf got, want;
 	struct fs_rechunk_stats st;
@@ -240,6 +243,37 @@ static void helpers_give_the_same_chunks(void)
 	ev_pool_free(pool);
 }
 
+/* A window kept from one re-chunk to the next (holding the last one's
+ * bytes, and larger than needed) gives the same chunk lists. */
+static void a_kept_window_gives_the_same_chunks(void)
+{
+	struct fs_rechunk_cache cache;
+	struct ev_pool *pool;
+
+	fs_rechunk_cache_init(&cache);
+	T_ASSERT_OK(ev_pool_new(2, &pool));
+	for (int round = 0; round < 6; round++) {
+		struct world w;
+
+		/* 6 MiB, then smaller: the 2 MiB window is kept and reused. */
+		world_init(&w, round ? t_rand() % (3 * 1024 * 1024) : 0);
+		w.cache = &cache;
+		w.pool = round % 2 ? pool : NULL;
+		if (!round)
+			w_write(&w, 0, 6 * 1024 * 1024);
+		else
+			w_write(&w, t_rand() % (w.size + 1), 1 + t_rand() % (2 * 1024 * 1024));
+		check(&w, NULL);
+		T_ASSERT(cache.buf && cache.cap >= 8 * small.max_size);
+		world_done(&w);
+	}
+	fs_rechunk_cache_drop(&cache);
+	T_ASSERT(!cache.buf && !cache.cap);
+	fs_rechunk_cache_done(&cache);
+	ev_pool_free(pool);
+}
+
 T_MAIN(T_CASE(one_small_write_keeps_the_other_chunks), T_CASE(append_rechunks_only_the_tail),
        T_CASE(new_file_from_nothing), T_CASE(truncations),
-       T_CASE(random_histories_match_full_chunking), T_CASE(helpers_give_the_same_chunks))
+       T_CASE(random_histories_match_full_chunking), T_CASE(helpers_give_the_same_chunks),
+       T_CASE(a_kept_window_gives_the_same_chunks))
