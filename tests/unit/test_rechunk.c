@@ -48,7 +48,7 @@ struct world {
 	int sfd;
 	struct fs_ext dirty;
 	struct mf base;
-	struct ev_pool *pool; /* helpers for hashing, or NULL */
+	struct ev_pool *pool;		/* helpers for hashing, or NULL */
 	struct fs_rechunk_cache *cache; /* a window kept between re-chunks, or NULL */
 };
 
