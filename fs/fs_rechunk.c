@@ -296,7 +296,6 @@ static void helper_call_locked(struct hash_share *sh, struct ev_pool *pool)
 
 /* Hash and store the batch of cut chunks, with a helper if there is one to
  * ask, then append their ids to @out in order. Empties the batch. */
-
 static int batch_finish(struct hash_share *sh, struct ev_pool *pool, struct mf *out,
 			struct fs_rechunk_stats *st)
 {
