@@ -135,7 +135,7 @@ struct serve {
 	uint8_t id[CS_ID_LEN];
 	struct cs_buf *buf; /* NULL while the store reads it */
 	uint32_t off;
-	bool failed; /* not stored here: NOTFOUND */
+	bool failed; /* answered NOTFOUND: not stored here, or its relay ended */
 	struct swarm_peer *p;
 	bool reading;	     /* the store reads it: on_serve_read() comes */
 	bool orphan;	     /* dropped while the store read: on_serve_read() frees it */
@@ -624,15 +624,23 @@ static void fetch_fail_log(struct swarm *s, struct fetch *f, int rc)
 		log_error("chunk %s: cannot fetch it: %s", h, strerror(-rc));
 }
 
-int swarm_fetch(struct swarm *s, const uint8_t id[static CS_ID_LEN], const uint8_t *file,
-		bool urgent, cs_read_fn *cb, void *arg)
+/* The fetch of chunk @id under way, or NULL. */
+static struct fetch *fetch_find(const struct swarm *s, const uint8_t *id)
 {
 	struct fetch *f;
-	struct waiter *w;
 
 	for (f = s->fetches; f; f = f->next)
 		if (!memcmp(f->id, id, CS_ID_LEN))
 			break;
+	return f;
+}
+
+int swarm_fetch(struct swarm *s, const uint8_t id[static CS_ID_LEN], const uint8_t *file,
+		bool urgent, cs_read_fn *cb, void *arg)
+{
+	struct fetch *f = fetch_find(s, id);
+	struct waiter *w;
+
 	if (!f) {
 		if (!count_members(s)) {
 			char h[9];
@@ -716,7 +724,7 @@ static void fetch_verified(struct swarm *s, struct fetch *f, const uint8_t *from
 		 * memory cache), not read back from the disk. */
 		struct cs_buf *b = cs_cache_put(s->o.cs, f->id, f->buf, f->total);
 
-		relays_end(s, f, b);
+		/* fetch_finish_buf() moves the relays onto @b. */
 		f->buf = NULL;
 		f->got = f->total = 0;
 		fetch_finish_buf(s, f, b ? 0 : -EIO, b);
@@ -861,8 +869,9 @@ static bool head_ready(const struct swarm_peer *p)
  * that upload to us) before the rest, and within each, chunks under way,
  * then a chunk a reader waits for, then read-ahead; among equals, in turn.
  * No more than SERVE_PARALLEL chunks are under way at once: a chunk sent
- * alone arrives whole sooner than one of five sharing the uplink, and a
- * member can pass on only whole (verified) chunks.
+ * alone arrives whole sooner than one of five sharing the uplink, and its
+ * last bytes, which a member relaying it holds back until it has checked
+ * the chunk, come sooner too.
  */
 static struct swarm_peer *next_to_serve(struct swarm *s)
 {
@@ -1222,11 +1231,8 @@ static bool held_elsewhere(const struct swarm *s, const struct swarm_peer *asker
  */
 static bool relay_attach(struct swarm_peer *p, struct serve *q)
 {
-	struct fetch *f;
+	struct fetch *f = fetch_find(p->s, q->id);
 
-	for (f = p->s->fetches; f; f = f->next)
-		if (!memcmp(f->id, q->id, CS_ID_LEN))
-			break;
 	if (!f || !f->buf || !f->got || f->peer == p)
 		return false;
 	q->relay = f;
