@@ -36,6 +36,7 @@
  */
 #define LOG_SUBSYS "cs"
 #include "chunkstore/cs_int.h"
+#include "common/bigbuf.h"
 #include "common/log.h"
 #include "common/tm.h"
 
@@ -49,7 +50,8 @@ struct cs_buf {
 	atomic_uint refs;
 	uint32_t len;
 	const uint8_t *data;
-	void *mem; /* the read buffer the data lies in */
+	void *mem; /* the read buffer the data lies in (p2p_bigbuf) */
+	size_t mem_len;
 	/* memory cache (loop thread) */
 	struct cs_buf *hnext, *lprev, *lnext;
 	uint8_t id[CS_ID_LEN];
@@ -120,7 +122,7 @@ struct cs_buf *cs_buf_ref(struct cs_buf *b)
 void cs_buf_unref(struct cs_buf *b)
 {
 	if (b && atomic_fetch_sub_explicit(&b->refs, 1, memory_order_acq_rel) == 1) {
-		free(b->mem);
+		p2p_bigbuf_put(b->mem, b->mem_len);
 		free(b);
 	}
 }
@@ -231,13 +233,14 @@ struct cs_buf *cs_cache_put(struct cs_store *s, const uint8_t id[static CS_ID_LE
 	struct cs_buf *b = calloc(1, sizeof(*b));
 
 	if (!b) {
-		free(mem);
+		p2p_bigbuf_put(mem, len);
 		return NULL;
 	}
 	atomic_init(&b->refs, 1);
 	b->len = (uint32_t)len;
 	b->data = mem;
 	b->mem = mem;
+	b->mem_len = len;
 	memcpy(b->id, id, CS_ID_LEN);
 	if (m && !cache_find(m, id)) {
 		if (!m->owner_set) {
@@ -353,7 +356,7 @@ static int rd_setup(struct cs_rd *rd)
 				       !range_cached(m, rd->pack->fd, off, end));
 	int dfd = direct ? cs__pack_dfd(rd->s, rd->pack) : -1;
 
-	free(rd->mem);
+	p2p_bigbuf_put(rd->mem, rd->want);
 	rd->mem = NULL;
 	rd->got = 0;
 	rd->direct = dfd >= 0;
@@ -362,13 +365,13 @@ static int rd_setup(struct cs_rd *rd)
 		rd->foff = P2P_ALIGN_DOWN(off, (uint64_t)CS_DIO_ALIGN);
 		rd->want = (size_t)(P2P_ALIGN_UP(end, (uint64_t)CS_DIO_ALIGN) - rd->foff);
 		rd->skip = (size_t)(off - rd->foff);
-		rd->mem = aligned_alloc(CS_DIO_ALIGN, rd->want);
+		rd->mem = p2p_bigbuf_get(rd->want);
 	} else {
 		rd->fd = rd->pack->fd;
 		rd->foff = off;
 		rd->want = (size_t)(end - off);
 		rd->skip = 0;
-		rd->mem = malloc(rd->want ? rd->want : 1);
+		rd->mem = p2p_bigbuf_get(rd->want ? rd->want : 1);
 	}
 	return rd->mem ? 0 : -ENOMEM;
 }
@@ -399,6 +402,7 @@ static void rd_finish(struct cs_rd *rd, int rc)
 		atomic_init(&b->refs, 1);
 		b->len = rd->len;
 		b->mem = rd->mem;
+		b->mem_len = rd->want ? rd->want : 1;
 		b->data = rd->mem + rd->skip + CS_REC_HDR_LEN;
 		memcpy(b->id, rd->id, CS_ID_LEN);
 		rd->mem = NULL;
@@ -411,7 +415,7 @@ static void rd_finish(struct cs_rd *rd, int rc)
 			free(w);
 	}
 	cs_buf_unref(b);
-	free(rd->mem);
+	p2p_bigbuf_put(rd->mem, rd->want);
 	free(rd);
 }
 
@@ -518,7 +522,7 @@ int cs_read(struct cs_store *s, const uint8_t id[static CS_ID_LEN], cs_read_fn *
 		pthread_mutex_lock(&s->lock);
 		cs__pack_unref(s, rd->pack);
 		pthread_mutex_unlock(&s->lock);
-		free(rd->mem);
+		p2p_bigbuf_put(rd->mem, rd->want);
 		free(rd);
 		return rc;
 	}

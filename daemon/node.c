@@ -46,6 +46,7 @@ struct daemon {
 	struct cfg *cfg;
 	struct ev_loop *loop;
 	struct ev_pool *pool;
+	struct ev_pool *store_pool; /* chunks fetched from members are written here */
 	struct cs_store *cs;
 	struct ns *ns;
 	struct fs *fs;
@@ -307,7 +308,8 @@ static void swarm_status(struct daemon *d, struct ctl_conn *c, FILE *json)
 			"\"fetch_failed\":%llu,\"bad_chunks\":%llu,\"stalls\":%llu,"
 			"\"records_in\":%llu,\"records_applied\":%llu,\"records_rejected\":%llu,"
 			"\"records_out\":%llu,\"syncs\":%llu,\"rate_in\":%.0f,\"rate_out\":%.0f,"
-			"\"redirects\":%llu,\"endgame\":%llu,\"relayed\":%llu,\"peers\":[",
+			"\"redirects\":%llu,\"endgame\":%llu,\"relayed\":%llu,\"storing\":%llu,"
+			"\"peers\":[",
 			swarm_port(d->swarm), st.members, st.connecting, st.known_addrs, st.fetches,
 			(unsigned long long)st.fetched, (unsigned long long)st.fetched_bytes,
 			(unsigned long long)st.served, (unsigned long long)st.served_bytes,
@@ -317,7 +319,7 @@ static void swarm_status(struct daemon *d, struct ctl_conn *c, FILE *json)
 			(unsigned long long)rs.records_rejected, (unsigned long long)rs.records_out,
 			(unsigned long long)rs.syncs, st.rate_in, st.rate_out,
 			(unsigned long long)st.redirects, (unsigned long long)st.endgame,
-			(unsigned long long)st.relayed);
+			(unsigned long long)st.relayed, (unsigned long long)st.storing);
 		for (size_t i = 0; i < n && i < ARRAY_SIZE(pi); i++) {
 			char id[65];
 
@@ -347,9 +349,14 @@ static void swarm_status(struct daemon *d, struct ctl_conn *c, FILE *json)
 	{
 		char ri[32], ro[32];
 
-		ctl_printf(c, "transfers:     %u chunks in flight, in %s/s, out %s/s", st.fetches,
-			   p2p_fmt_size(ri, sizeof(ri), (uint64_t)st.rate_in),
-			   p2p_fmt_size(ro, sizeof(ro), (uint64_t)st.rate_out));
+		char sb[32];
+
+		ctl_printf(c, "transfers:     %u chunks in flight, in %s/s, out %s/s%s%s%s",
+			   st.fetches, p2p_fmt_size(ri, sizeof(ri), (uint64_t)st.rate_in),
+			   p2p_fmt_size(ro, sizeof(ro), (uint64_t)st.rate_out),
+			   st.storing ? " (" : "",
+			   st.storing ? p2p_fmt_size(sb, sizeof(sb), st.storing) : "",
+			   st.storing ? " being written to disk)" : "");
 	}
 	ctl_printf(
 	    c,
@@ -719,7 +726,7 @@ static void scrub_done(struct ev_work *w)
 			break;
 		r->j = j;
 		memcpy(r->id, j->ids[i], CS_ID_LEN);
-		if (swarm_fetch(j->d->swarm, r->id, NULL, false, scrub_refetched, r) == 0)
+		if (swarm_fetch(j->d->swarm, r->id, NULL, 0, scrub_refetched, r) == 0)
 			j->refetching++;
 		else
 			free(r);
@@ -1093,7 +1100,9 @@ static int fetch_chunk(void *arg, const uint8_t id[static CS_ID_LEN], const uint
 {
 	struct daemon *d = arg;
 
-	return swarm_fetch(d->swarm, id, file, urgent, cb, cb_arg);
+	/* A reader needs the bytes: they need not wait for the disk. */
+	return swarm_fetch(d->swarm, id, file,
+			   SWARM_FETCH_EARLY | (urgent ? SWARM_FETCH_URGENT : 0), cb, cb_arg);
 }
 
 static void stored_chunks(void *arg, const uint8_t *file, const uint8_t *ids, size_t n)
@@ -1127,6 +1136,7 @@ static int open_swarm(struct daemon *d)
 	o.ident = d->ident;
 	o.cs = d->cs;
 	o.pool = d->pool;
+	o.store_pool = d->store_pool;
 	o.dht = d->dn;
 	o.member_key = mk;
 	o.share_tag = tag;
@@ -1278,7 +1288,7 @@ static int open_all(struct daemon *d)
 			strerror(-rc));
 		goto out;
 	}
-	if ((rc = ev_pool_new(2, &d->pool)) < 0)
+	if ((rc = ev_pool_new(2, &d->pool)) < 0 || (rc = ev_pool_new(1, &d->store_pool)) < 0)
 		goto out;
 	cs_store_set_loop(d->cs, d->loop);
 	fo.mountpoint = cfg->mountpoint;
@@ -1347,6 +1357,7 @@ static void close_all(struct daemon *d)
 			break;
 	fs_free(d->fs);
 	ev_pool_free(d->pool);
+	ev_pool_free(d->store_pool);
 	if (d->ns && ns_commit(d->ns) < 0)
 		log_error("final namespace commit failed; uncommitted changes are lost");
 	if (d->ns && d->stopped_cleanly && ns_compact(d->ns) < 0)

@@ -294,8 +294,8 @@ static int load_step(struct pin_job *j)
 				return -ENOMEM;
 			pf->j = j;
 			pf->idx = SIZE_MAX;
-			if ((rc = swarm_fetch(s->x.swarm, id, j->fid[j->fi], true, on_block, pf)) <
-			    0) {
+			if ((rc = swarm_fetch(s->x.swarm, id, j->fid[j->fi], SWARM_FETCH_URGENT,
+					      on_block, pf)) < 0) {
 				free(pf);
 				return rc;
 			}
@@ -516,8 +516,7 @@ static void fetch_more(struct pin_job *j)
 		}
 		pf->j = j;
 		pf->idx = i;
-		if ((rc = swarm_fetch(s->x.swarm, w->id, j->fid[w->file], false, on_chunk, pf)) <
-		    0) {
+		if ((rc = swarm_fetch(s->x.swarm, w->id, j->fid[w->file], 0, on_chunk, pf)) < 0) {
 			char h[9];
 
 			free(pf);

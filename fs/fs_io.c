@@ -35,6 +35,7 @@
  */
 #define LOG_SUBSYS "fs"
 #include "fs/fs_int.h"
+#include "common/bigbuf.h"
 #include "common/tm.h"
 #include "fs/fs_rechunk.h"
 
@@ -1011,6 +1012,7 @@ static void maybe_trim(struct fs *fs)
 	}
 	fs->trim_at = now;
 	fs_rechunk_cache_drop(&fs->window);
+	p2p_bigbuf_trim();
 	malloc_trim(0);
 }
 
@@ -1212,7 +1214,9 @@ struct fs_flush_job {
 /*
  * The rechunker's source of old chunks (on a worker): the store, and for a
  * chunk not stored here (a file written elsewhere) the network: the loop
- * thread fetches it while this worker waits, up to the fetch timeout.
+ * thread fetches it while this worker waits, up to the fetch timeout. The
+ * fetched bytes are copied from the buffer they arrive in: the store may
+ * still be writing them (fetches for readers do not wait for the disk).
  */
 struct flush_fetch {
 	struct ev_job job;
@@ -1223,15 +1227,23 @@ struct flush_fetch {
 	pthread_cond_t cond;
 	bool done;
 	int rc;
+	uint8_t *buf; /* malloc'd copy of the chunk */
+	size_t len;
 };
 
 static void flush_fetch_done(void *arg, int rc, struct cs_buf *b)
 {
 	struct flush_fetch *x = arg;
+	uint8_t *copy = NULL;
 
-	(void)b;
+	if (rc == 0 && !(copy = malloc(cs_buf_len(b) ? cs_buf_len(b) : 1)))
+		rc = -ENOMEM;
+	if (copy)
+		memcpy(copy, cs_buf_data(b), cs_buf_len(b));
 	pthread_mutex_lock(&x->lock);
 	x->rc = rc;
+	x->buf = copy;
+	x->len = copy ? cs_buf_len(b) : 0;
 	x->done = true;
 	pthread_cond_signal(&x->cond);
 	pthread_mutex_unlock(&x->lock);
@@ -1244,8 +1256,8 @@ static void flush_fetch_start(struct ev_job *job)
 	int rc = fs_chunk_read(x->fs, x->id, &x->file, true, flush_fetch_done, x, &b);
 
 	if (rc == 1) {
+		flush_fetch_done(x, 0, b);
 		cs_buf_unref(b);
-		flush_fetch_done(x, 0, NULL);
 	} else if (rc < 0) {
 		flush_fetch_done(x, rc, NULL);
 	}
@@ -1273,7 +1285,9 @@ static int flush_get(void *arg, const uint8_t id[static CS_ID_LEN], uint8_t **re
 	pthread_mutex_destroy(&x.lock);
 	if (x.rc < 0)
 		return x.rc == -ENOENT ? -EIO : x.rc;
-	return cs_get(fs->cs, id, ret_buf, ret_len);
+	*ret_buf = x.buf;
+	*ret_len = x.len;
+	return 0;
 }
 
 static void flush_run(struct ev_work *w)

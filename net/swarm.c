@@ -35,6 +35,7 @@
 #include <string.h>
 
 #include "chunkstore/cdc.h"
+#include "common/bigbuf.h"
 #include "common/log.h"
 #include "common/rbuf.h"
 #include "common/tm.h"
@@ -105,6 +106,7 @@ struct waiter {
 	struct waiter *next;
 	cs_read_fn *cb;
 	void *arg;
+	bool early; /* SWARM_FETCH_EARLY */
 };
 
 struct fetch {
@@ -257,6 +259,7 @@ struct swarm {
 	bool lookup_running;
 	bool fault_corrupt; /* P2PFS_TEST_CORRUPT_SERVE=1: serve damaged chunks (tests) */
 	unsigned nverify;   /* chunks being verified on workers */
+	uint64_t storing;   /* bytes verified and being written (o.store_pool) */
 	bool dying;	    /* swarm_free ran: the last verify_done frees */
 	uint64_t *announce; /* prefixes to tell every member about */
 	size_t nannounce, capannounce;
@@ -416,7 +419,7 @@ static void fetch_detach(struct fetch *f)
 			break;
 		}
 	f->peer = NULL;
-	free(f->buf);
+	p2p_bigbuf_put(f->buf, f->total);
 	f->buf = NULL;
 	f->got = f->total = 0;
 }
@@ -636,7 +639,7 @@ static struct fetch *fetch_find(const struct swarm *s, const uint8_t *id)
 }
 
 int swarm_fetch(struct swarm *s, const uint8_t id[static CS_ID_LEN], const uint8_t *file,
-		bool urgent, cs_read_fn *cb, void *arg)
+		unsigned flags, cs_read_fn *cb, void *arg)
 {
 	struct fetch *f = fetch_find(s, id);
 	struct waiter *w;
@@ -670,9 +673,10 @@ int swarm_fetch(struct swarm *s, const uint8_t id[static CS_ID_LEN], const uint8
 	}
 	w->cb = cb;
 	w->arg = arg;
+	w->early = flags & SWARM_FETCH_EARLY;
 	w->next = f->waiters;
 	f->waiters = w;
-	f->urgent |= urgent;
+	f->urgent |= (flags & SWARM_FETCH_URGENT) != 0;
 	if (!f->peer && !f->verifying) {
 		struct swarm_peer *p;
 		bool any;
@@ -683,9 +687,11 @@ int swarm_fetch(struct swarm *s, const uint8_t id[static CS_ID_LEN], const uint8
 	return 0;
 }
 
-/* A whole chunk arrived from @p: verify, store, deliver. */
-/* The chunk checked and stored (or not): tell the readers. Loop thread. */
-static void fetch_verified(struct swarm *s, struct fetch *f, const uint8_t *from, int rc)
+/* The chunk checked and stored (or not): tell the readers. Loop thread.
+ * @vb: the verified chunk if it is in a buffer already (a reference taken
+ * over), else NULL and it is in f->buf. */
+static void fetch_verified(struct swarm *s, struct fetch *f, const uint8_t *from, int rc,
+			   struct cs_buf *vb)
 {
 	struct swarm_peer *p = member_by_id(s, from, NULL);
 	char h[9];
@@ -697,7 +703,7 @@ static void fetch_verified(struct swarm *s, struct fetch *f, const uint8_t *from
 			  "disconnecting it and not asking it again",
 			  p ? tp_conn_name(p->c) : "(gone)", h);
 		relays_end(s, f, NULL);
-		free(f->buf);
+		p2p_bigbuf_put(f->buf, f->total);
 		f->buf = NULL;
 		f->got = f->total = 0;
 		ban(s, from);
@@ -713,7 +719,7 @@ static void fetch_verified(struct swarm *s, struct fetch *f, const uint8_t *from
 		p->chunks_in++;
 	}
 	s->st.fetched++;
-	s->st.fetched_bytes += f->total;
+	s->st.fetched_bytes += vb ? cs_buf_len(vb) : f->total;
 	if (rc < 0) {
 		/* Not stored (the disk is full?): the readers still get it. */
 		p2p_hex8(h, f->id);
@@ -722,7 +728,7 @@ static void fetch_verified(struct swarm *s, struct fetch *f, const uint8_t *from
 	{
 		/* The verified bytes go to the readers as they are (and to the
 		 * memory cache), not read back from the disk. */
-		struct cs_buf *b = cs_cache_put(s->o.cs, f->id, f->buf, f->total);
+		struct cs_buf *b = vb ? vb : cs_cache_put(s->o.cs, f->id, f->buf, f->total);
 
 		/* fetch_finish_buf() moves the relays onto @b. */
 		f->buf = NULL;
@@ -732,30 +738,84 @@ static void fetch_verified(struct swarm *s, struct fetch *f, const uint8_t *from
 	}
 }
 
-/* Hash and store on a worker, so the loop keeps receiving meanwhile. */
+/*
+ * A whole chunk is hashed on a worker of o.pool, so the loop keeps
+ * receiving meanwhile, and then written to the store on o.store_pool when
+ * there is one: a write waits for the disk, and a hashing worker that
+ * waited with it (or for the store's writer lock) left the next chunk's
+ * hash waiting too, which made the store's disk time the pace of a read.
+ * Between the two, readers that asked for the bytes only (early waiters)
+ * get them, while less than SWARM_STORE_AHEAD bytes are being written: a
+ * read is then paced by the network and the hashing, and by the disk only
+ * when it falls that far behind.
+ */
 struct verify_work {
 	struct ev_work w;
 	struct swarm *s;
 	struct fetch *f;
 	uint8_t from[32];
 	int rc;
+	struct cs_buf *b; /* verified, being stored (on the store pool) */
 };
 
-static int verify_and_store(struct swarm *s, struct fetch *f)
+static int verify_hash(const struct fetch *f)
 {
 	uint8_t id[CS_ID_LEN];
 
 	cs_id_compute(f->buf, f->total, id);
-	if (sodium_memcmp(id, f->id, CS_ID_LEN))
-		return -EBADMSG;
-	return cs_put(s->o.cs, f->id, f->buf, f->total, 0);
+	return sodium_memcmp(id, f->id, CS_ID_LEN) ? -EBADMSG : 0;
 }
 
 static void verify_run(struct ev_work *w)
 {
 	struct verify_work *vw = container_of(w, struct verify_work, w);
+	struct swarm *s = vw->s;
+	struct fetch *f = vw->f;
 
-	vw->rc = verify_and_store(vw->s, vw->f);
+	if (vw->b)
+		vw->rc = cs_put(s->o.cs, f->id, cs_buf_data(vw->b), cs_buf_len(vw->b), 0);
+	else if ((vw->rc = verify_hash(f)) == 0 && !s->o.store_pool)
+		vw->rc = cs_put(s->o.cs, f->id, f->buf, f->total, 0);
+}
+
+static void verify_done(struct ev_work *w);
+
+/* Hashed and good: early waiters get it now, then it goes to the store. */
+static void verify_hashed(struct swarm *s, struct verify_work *vw)
+{
+	struct fetch *f = vw->f;
+	struct waiter *early = NULL, **pp = &f->waiters, *w;
+	struct cs_buf *b = cs_cache_put(s->o.cs, f->id, f->buf, f->total);
+
+	f->buf = NULL; /* @b's now, or freed */
+	f->got = f->total = 0;
+	if (!b) {
+		s->nverify--;
+		f->verifying = false;
+		fetch_finish(s, f, -ENOMEM);
+		free(vw);
+		return;
+	}
+	relays_end(s, f, b); /* verified: they may send the last bytes */
+	if (s->storing < SWARM_STORE_AHEAD) {
+		while ((w = *pp)) {
+			if (w->early) {
+				*pp = w->next;
+				w->next = early;
+				early = w;
+			} else {
+				pp = &w->next;
+			}
+		}
+	}
+	vw->b = b;
+	s->storing += cs_buf_len(b);
+	ev_work_submit(s->o.store_pool, s->o.loop, &vw->w, verify_run, verify_done);
+	while ((w = early)) {
+		early = w->next;
+		w->cb(w->arg, 0, b);
+		free(w);
+	}
 }
 
 static void verify_done(struct ev_work *w)
@@ -764,16 +824,23 @@ static void verify_done(struct ev_work *w)
 	struct swarm *s = vw->s;
 	struct fetch *f = vw->f;
 
+	if (!s->dying && !vw->b && vw->rc == 0 && s->o.store_pool) {
+		verify_hashed(s, vw);
+		return;
+	}
+	if (vw->b)
+		s->storing -= cs_buf_len(vw->b);
 	s->nverify--;
 	f->verifying = false;
 	if (s->dying) {
 		/* swarm_free ran meanwhile and answered the readers. */
 		relays_end(s, f, NULL);
 		fetch_unlink(s, f);
-		free(f->buf);
+		p2p_bigbuf_put(f->buf, f->total);
+		cs_buf_unref(vw->b);
 		free(f);
 	} else {
-		fetch_verified(s, f, vw->from, vw->rc);
+		fetch_verified(s, f, vw->from, vw->rc, vw->b);
 	}
 	free(vw);
 }
@@ -783,8 +850,8 @@ static void fetch_complete(struct swarm *s, struct swarm_peer *p, struct fetch *
 {
 	struct verify_work *vw;
 	uint8_t *buf = f->buf;
-
 	uint32_t total = f->total;
+	int rc;
 
 	/* Its slot at @p is free for the next request from now on. */
 	f->buf = NULL;
@@ -800,7 +867,9 @@ static void fetch_complete(struct swarm *s, struct swarm_peer *p, struct fetch *
 		ev_work_submit(s->o.pool, s->o.loop, &vw->w, verify_run, verify_done);
 		return;
 	}
-	fetch_verified(s, f, p->id, verify_and_store(s, f));
+	if ((rc = verify_hash(f)) == 0)
+		rc = cs_put(s->o.cs, f->id, f->buf, f->total, 0);
+	fetch_verified(s, f, p->id, rc, NULL);
 }
 
 /* ---- serving ---- */
@@ -1308,7 +1377,7 @@ static int on_data(struct swarm_peer *p, const struct swarm_msg *m)
 	if ((f->total && total != f->total) || off != f->got)
 		return -EPROTO;
 	if (!f->buf) {
-		if (!(f->buf = malloc(total)))
+		if (!(f->buf = p2p_bigbuf_get(total)))
 			return -ENOMEM;
 		f->total = total;
 		swarm_announce(s, f->id, 1); /* it can be relayed from now on */
@@ -2197,6 +2266,7 @@ static void on_tick(struct ev_timer *t)
 		}
 		s->rate_out_base = s->st.served_bytes;
 		s->rate_at = now;
+		p2p_bigbuf_trim(); /* chunk buffers nobody took lately */
 	}
 	if (now - s->rechoke_at >= CHOKE_MS) {
 		rechoke(s, now - s->rechoke_at);
@@ -2446,6 +2516,7 @@ void swarm_get_stats(struct swarm *s, struct swarm_stats *ret)
 	}
 	ret->known_addrs = s->naddrs;
 	ret->fetches = s->nfetches;
+	ret->storing = s->storing;
 	ret->rate_in = s->rate_in;
 	ret->rate_out = s->rate_out;
 }

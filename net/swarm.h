@@ -110,17 +110,18 @@ struct swarm_opts {
 	struct ev_loop *loop;
 	const struct peer_ident *ident;
 	struct cs_store *cs;
-	struct ev_pool *pool; /* received chunks are hashed and stored here; NULL: on the loop */
-	struct dht_node *dht; /* members are announced and found here; may be NULL */
-	const uint8_t *member_key; /* SWARM_KEY_LEN: proves membership */
-	const uint8_t *share_tag;  /* SWARM_KEY_LEN: the share's keyed id (also the DHT key) */
-	bool writable;		   /* we hold the write capability (told to members) */
-	const char *listen;	   /* TCP "ADDR:PORT"; NULL: 0.0.0.0 on the DHT's port */
-	uint32_t fetch_timeout_ms; /* 0: 30000 */
-	uint32_t stall_ms;	   /* 0: 5000 */
-	unsigned max_peers;	   /* 0: 32 */
-	uint64_t max_upload;	   /* bytes per second of chunk data sent; 0: no limit */
-	uint64_t max_download;	   /* bytes per second of chunk data asked for; 0: no limit */
+	struct ev_pool *pool; /* received chunks are hashed (and stored) here; NULL: on the loop */
+	struct ev_pool *store_pool; /* ... and stored here if set (one thread is enough) */
+	struct dht_node *dht;	    /* members are announced and found here; may be NULL */
+	const uint8_t *member_key;  /* SWARM_KEY_LEN: proves membership */
+	const uint8_t *share_tag;   /* SWARM_KEY_LEN: the share's keyed id (also the DHT key) */
+	bool writable;		    /* we hold the write capability (told to members) */
+	const char *listen;	    /* TCP "ADDR:PORT"; NULL: 0.0.0.0 on the DHT's port */
+	uint32_t fetch_timeout_ms;  /* 0: 30000 */
+	uint32_t stall_ms;	    /* 0: 5000 */
+	unsigned max_peers;	    /* 0: 32 */
+	uint64_t max_upload;	    /* bytes per second of chunk data sent; 0: no limit */
+	uint64_t max_download;	    /* bytes per second of chunk data asked for; 0: no limit */
 	swarm_msg_fn *msg;
 	swarm_peer_fn *peer_up;
 	swarm_peer_fn *peer_down; /* a member that peer_up announced is gone */
@@ -138,15 +139,22 @@ uint16_t swarm_port(const struct swarm *s);
 /* A member's address to keep connected ("HOST:PORT", numeric or a name). */
 P2P_MUST_CHECK int swarm_add_addr(struct swarm *s, const char *hostport);
 
+#define SWARM_FETCH_URGENT 1u /* a reader waits for it (else read-ahead) */
+/* @cb may run as soon as the chunk is verified, before it is stored (up to
+ * SWARM_STORE_AHEAD bytes being written at once): for readers that need
+ * the bytes, not the copy on disk (pin does). */
+#define SWARM_FETCH_EARLY 2u
+#define SWARM_STORE_AHEAD (64u << 20)
+
 /*
  * swarm_fetch() - get chunk @id from the members. @cb runs exactly once,
  * later, as cs_read() would call it: with the chunk (verified and now in the
- * store as an evictable cached chunk) or -EIO / -ETIMEDOUT / -ECANCELED.
- * @urgent: a reader waits for it (else read-ahead). Returns 0, or -ENOENT
+ * store as an evictable cached chunk; see SWARM_FETCH_EARLY) or -EIO /
+ * -ETIMEDOUT / -ECANCELED. @flags: SWARM_FETCH_*. Returns 0, or -ENOENT
  * with no callback when no member is connected.
  */
 P2P_MUST_CHECK int swarm_fetch(struct swarm *s, const uint8_t id[static CS_ID_LEN],
-			       const uint8_t *file, bool urgent, cs_read_fn *cb, void *arg);
+			       const uint8_t *file, unsigned flags, cs_read_fn *cb, void *arg);
 
 /*
  * Content location in the DHT. swarm_provide() announces that we hold the
@@ -203,6 +211,7 @@ struct swarm_stats {
 	uint64_t served, served_bytes;
 	uint64_t fetch_failed, bad_chunks, stalls, notfound, endgame, redirects;
 	uint64_t relayed; /* requests served from a chunk still arriving here */
+	uint64_t storing; /* bytes fetched and verified, being written to the store */
 	uint64_t dht_lookups, dht_announces;
 	double rate_in, rate_out; /* chunk bytes per second, smoothed over seconds */
 };

@@ -23,6 +23,7 @@
 #include "tests/lib/t.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -105,6 +106,7 @@ struct node_cfg {
 	uint32_t fetch_timeout_ms;
 	uint64_t max_upload;
 	unsigned max_peers;
+	struct ev_pool *pool, *store_pool; /* NULL: hashed and stored on the loop */
 };
 
 static void on_peer_up(void *arg, struct swarm_peer *p)
@@ -166,6 +168,8 @@ static void node_start(struct node *n, const char *tag, const struct node_cfg *c
 		.loop = loop,
 		.ident = n->ident,
 		.cs = n->cs,
+		.pool = cfg->pool,
+		.store_pool = cfg->store_pool,
 		.dht = NULL,
 		.member_key = cfg->member_key ? cfg->member_key : member_key,
 		.share_tag = cfg->share_tag ? cfg->share_tag : share_tag,
@@ -385,7 +389,7 @@ static void on_got(void *arg, int rc, struct cs_buf *b)
 /* Fetch @id for @g (no file named: holders are looked for among the members only). */
 static int fetch(struct node *n, const uint8_t *id, bool urgent, struct got *g)
 {
-	return swarm_fetch(n->s, id, NULL, urgent, on_got, g);
+	return swarm_fetch(n->s, id, NULL, urgent ? SWARM_FETCH_URGENT : 0, on_got, g);
 }
 
 static bool all_called(const struct got *g, size_t n)
@@ -1126,6 +1130,100 @@ static void a_damaged_chunk_is_not_relayed_whole(void)
 	T_ASSERT(sc.bad_chunks <= 1); /* from a, if a reached c (see relay_case) */
 }
 
+/* A job that holds a pool's only thread until the test lets it go. */
+struct plug {
+	struct ev_work w;
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	bool open;
+};
+
+static void plug_run(struct ev_work *w)
+{
+	struct plug *pl = container_of(w, struct plug, w);
+
+	pthread_mutex_lock(&pl->lock);
+	while (!pl->open)
+		pthread_cond_wait(&pl->cond, &pl->lock);
+	pthread_mutex_unlock(&pl->lock);
+}
+
+static void plug_open(struct plug *pl)
+{
+	pthread_mutex_lock(&pl->lock);
+	pl->open = true;
+	pthread_cond_broadcast(&pl->cond);
+	pthread_mutex_unlock(&pl->lock);
+}
+
+/*
+ * A reader that needs only the bytes (SWARM_FETCH_EARLY) gets a chunk once
+ * it is verified, while the store is still busy; one that needs the stored
+ * copy (pin) waits for the write; and no more than SWARM_STORE_AHEAD bytes
+ * are handed out ahead of the disk.
+ */
+static void early_readers_do_not_wait_for_the_store(void)
+{
+	enum { N = SWARM_STORE_AHEAD / (16u << 20) + 1 };
+	struct chunk big[N], small;
+	struct got gb[N] = { 0 }, ge = { 0 }, gs = { 0 };
+	struct plug pl = { .lock = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER };
+	struct ev_pool *pool, *store_pool;
+	struct node a, b;
+	uint32_t len;
+
+	T_ASSERT_OK(ev_pool_new(2, &pool));
+	T_ASSERT_OK(ev_pool_new(1, &store_pool));
+	net_begin();
+	node_start(&a, "swarm-a", NULL);
+	node_start(&b, "swarm-b", &(struct node_cfg){ .pool = pool, .store_pool = store_pool });
+	chunk_make(&small, (1u << 20) + 7);
+	chunk_put(&a, &small);
+	for (size_t i = 0; i < N; i++) {
+		chunk_make(&big[i], 16u << 20);
+		chunk_put(&a, &big[i]);
+	}
+	node_link(&b, &a);
+	WAIT_FOR(members(&b) == 1, 3000);
+	ev_work_submit(store_pool, loop, &pl.w, plug_run, NULL);
+
+	ge.want = gs.want = &small;
+	T_ASSERT_OK(swarm_fetch(b.s, small.id, NULL, SWARM_FETCH_EARLY, on_got, &ge));
+	T_ASSERT_OK(swarm_fetch(b.s, small.id, NULL, 0, on_got, &gs));
+	WAIT_FOR(ge.calls, 5000);
+	T_ASSERT(ge.rc == 0 && ge.same);
+	run_for(100);
+	T_ASSERT_EQ(gs.calls, 0);
+	T_ASSERT_EQ(cs_has(b.cs, small.id, &len), -ENOENT);
+
+	/* 16 MiB chunks until SWARM_STORE_AHEAD bytes wait for the store
+	 * (the small one counts too): the last one waits with them. */
+	for (size_t i = 0; i < N; i++) {
+		gb[i].want = &big[i];
+		T_ASSERT_OK(swarm_fetch(b.s, big[i].id, NULL, SWARM_FETCH_EARLY, on_got, &gb[i]));
+		if (i < N - 1)
+			WAIT_FOR(gb[i].calls, 10000);
+	}
+	run_for(300);
+	T_ASSERT_EQ(gb[N - 1].calls, 0);
+	T_ASSERT(stats(&b).storing >= SWARM_STORE_AHEAD);
+
+	plug_open(&pl);
+	WAIT_FOR(gs.calls && gb[N - 1].calls, 10000);
+	T_ASSERT(gs.rc == 0 && gs.same);
+	T_ASSERT_OK(cs_has(b.cs, small.id, &len));
+	assert_all_fetched(gb, N);
+	for (size_t i = 0; i < N; i++) {
+		WAIT_FOR(cs_has(b.cs, big[i].id, &len) == 0, 10000);
+		free(big[i].data);
+	}
+	WAIT_FOR(stats(&b).storing == 0, 5000);
+	free(small.data);
+	NET_END(&a, &b);
+	ev_pool_free(pool);
+	ev_pool_free(store_pool);
+}
+
 T_MAIN(T_CASE(two_members_see_each_other), T_CASE(both_dialing_keeps_one_connection),
        T_CASE(outsiders_are_refused), T_CASE(fetch_copies_a_verified_chunk),
        T_CASE(missing_chunk_fails_at_the_fetch_deadline),
@@ -1134,4 +1232,5 @@ T_MAIN(T_CASE(two_members_see_each_other), T_CASE(both_dialing_keeps_one_connect
        T_CASE(member_serving_damaged_chunks_is_banned), T_CASE(app_messages_arrive_byte_exact),
        T_CASE(have_tells_who_holds_what), T_CASE(free_cancels_waiting_fetches_once),
        T_CASE(a_slow_holder_sends_each_chunk_about_once),
-       T_CASE(a_chunk_is_relayed_while_it_arrives), T_CASE(a_damaged_chunk_is_not_relayed_whole))
+       T_CASE(a_chunk_is_relayed_while_it_arrives), T_CASE(a_damaged_chunk_is_not_relayed_whole),
+       T_CASE(early_readers_do_not_wait_for_the_store))
