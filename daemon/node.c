@@ -15,6 +15,7 @@
 #define LOG_SUBSYS "daemon"
 #include "daemon/daemon.h"
 #include "chunkstore/store.h"
+#include "common/bigbuf.h"
 #include "common/tm.h"
 #include "daemon/share.h"
 #include "daemon/repl.h"
@@ -531,6 +532,16 @@ static void cmd_status_reply(struct daemon *d, struct ctl_conn *c, bool json)
 		    (unsigned long long)cs.index_mem, (unsigned long long)ns.mem_bytes,
 		    (unsigned long long)fs.read_waits, (unsigned long long)fs.staged_mem_bytes,
 		    (unsigned long long)fs.write_waits, (unsigned long long)fs.unchunked_bytes);
+		{
+			struct p2p_bigbuf_stats bs;
+
+			p2p_bigbuf_stats(&bs);
+			fprintf(f,
+				",\"mem_cache_bytes\":%llu,\"chunk_buffers\":{\"taken\":%llu,"
+				"\"reused\":%llu,\"pooled_bytes\":%llu}",
+				(unsigned long long)cs.mem_cache_bytes, (unsigned long long)bs.gets,
+				(unsigned long long)bs.reused, (unsigned long long)bs.pooled_bytes);
+		}
 		dht_status(d, c, f);
 		swarm_status(d, c, f);
 		fprintf(f, "}");
