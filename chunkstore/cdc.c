@@ -260,3 +260,37 @@ void cs_id_compute(const void *data, size_t len, uint8_t id[static CS_ID_LEN])
 	    EVP_DigestFinal_ex(ctx, id, &n) != 1 || n != CS_ID_LEN)
 		abort();
 }
+
+struct cs_id_ctx *cs_id_begin(void)
+{
+	EVP_MD_CTX *ctx;
+
+	(void)pthread_once(&md_once, md_init);
+	if (!sha256)
+		abort();
+	if (!(ctx = EVP_MD_CTX_new()))
+		return NULL;
+	if (EVP_DigestInit_ex(ctx, sha256, NULL) != 1)
+		abort();
+	return (struct cs_id_ctx *)ctx;
+}
+
+void cs_id_update(struct cs_id_ctx *c, const void *data, size_t len)
+{
+	if (EVP_DigestUpdate((EVP_MD_CTX *)c, data, len) != 1)
+		abort();
+}
+
+void cs_id_end(struct cs_id_ctx *c, uint8_t id[static CS_ID_LEN])
+{
+	unsigned n = 0;
+
+	if (EVP_DigestFinal_ex((EVP_MD_CTX *)c, id, &n) != 1 || n != CS_ID_LEN)
+		abort();
+	EVP_MD_CTX_free((EVP_MD_CTX *)c);
+}
+
+void cs_id_drop(struct cs_id_ctx *c)
+{
+	EVP_MD_CTX_free((EVP_MD_CTX *)c);
+}

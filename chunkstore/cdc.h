@@ -49,4 +49,16 @@ size_t cs_cdc_cut(const struct cs_cdc_params *p, const uint8_t *buf, size_t len,
 /* SHA-256 of @len bytes. Thread-safe. */
 void cs_id_compute(const void *data, size_t len, uint8_t id[static CS_ID_LEN]);
 
+/*
+ * The same id computed piece by piece, for bytes hashed as they arrive
+ * (while still in the CPU's cache). begin returns NULL when out of memory;
+ * end writes the id and frees the context, drop only frees it (NULL is a
+ * no-op for both drop and update's caller to skip).
+ */
+struct cs_id_ctx;
+struct cs_id_ctx *cs_id_begin(void);
+void cs_id_update(struct cs_id_ctx *c, const void *data, size_t len);
+void cs_id_end(struct cs_id_ctx *c, uint8_t id[static CS_ID_LEN]);
+void cs_id_drop(struct cs_id_ctx *c);
+
 #endif

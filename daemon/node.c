@@ -1146,8 +1146,7 @@ static int open_swarm(struct daemon *d)
 	o.loop = d->loop;
 	o.ident = d->ident;
 	o.cs = d->cs;
-	o.pool = d->pool;
-	o.store_pool = d->store_pool;
+	o.pool = d->store_pool;
 	o.dht = d->dn;
 	o.member_key = mk;
 	o.share_tag = tag;

@@ -110,18 +110,18 @@ struct swarm_opts {
 	struct ev_loop *loop;
 	const struct peer_ident *ident;
 	struct cs_store *cs;
-	struct ev_pool *pool; /* received chunks are hashed (and stored) here; NULL: on the loop */
-	struct ev_pool *store_pool; /* ... and stored here if set (one thread is enough) */
-	struct dht_node *dht;	    /* members are announced and found here; may be NULL */
-	const uint8_t *member_key;  /* SWARM_KEY_LEN: proves membership */
-	const uint8_t *share_tag;   /* SWARM_KEY_LEN: the share's keyed id (also the DHT key) */
-	bool writable;		    /* we hold the write capability (told to members) */
-	const char *listen;	    /* TCP "ADDR:PORT"; NULL: 0.0.0.0 on the DHT's port */
-	uint32_t fetch_timeout_ms;  /* 0: 30000 */
-	uint32_t stall_ms;	    /* 0: 5000 */
-	unsigned max_peers;	    /* 0: 32 */
-	uint64_t max_upload;	    /* bytes per second of chunk data sent; 0: no limit */
-	uint64_t max_download;	    /* bytes per second of chunk data asked for; 0: no limit */
+	struct ev_pool
+	    *pool; /* received chunks are stored here (one thread is enough); NULL: on the loop */
+	struct dht_node *dht;	   /* members are announced and found here; may be NULL */
+	const uint8_t *member_key; /* SWARM_KEY_LEN: proves membership */
+	const uint8_t *share_tag;  /* SWARM_KEY_LEN: the share's keyed id (also the DHT key) */
+	bool writable;		   /* we hold the write capability (told to members) */
+	const char *listen;	   /* TCP "ADDR:PORT"; NULL: 0.0.0.0 on the DHT's port */
+	uint32_t fetch_timeout_ms; /* 0: 30000 */
+	uint32_t stall_ms;	   /* 0: 5000 */
+	unsigned max_peers;	   /* 0: 32 */
+	uint64_t max_upload;	   /* bytes per second of chunk data sent; 0: no limit */
+	uint64_t max_download;	   /* bytes per second of chunk data asked for; 0: no limit */
 	swarm_msg_fn *msg;
 	swarm_peer_fn *peer_up;
 	swarm_peer_fn *peer_down; /* a member that peer_up announced is gone */

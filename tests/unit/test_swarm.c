@@ -106,7 +106,7 @@ struct node_cfg {
 	uint32_t fetch_timeout_ms;
 	uint64_t max_upload;
 	unsigned max_peers;
-	struct ev_pool *pool, *store_pool; /* NULL: hashed and stored on the loop */
+	struct ev_pool *pool; /* NULL: chunks are stored on the loop */
 };
 
 static void on_peer_up(void *arg, struct swarm_peer *p)
@@ -169,7 +169,6 @@ static void node_start(struct node *n, const char *tag, const struct node_cfg *c
 		.ident = n->ident,
 		.cs = n->cs,
 		.pool = cfg->pool,
-		.store_pool = cfg->store_pool,
 		.dht = NULL,
 		.member_key = cfg->member_key ? cfg->member_key : member_key,
 		.share_tag = cfg->share_tag ? cfg->share_tag : share_tag,
@@ -1168,15 +1167,14 @@ static void early_readers_do_not_wait_for_the_store(void)
 	struct chunk big[N], small;
 	struct got gb[N] = { 0 }, ge = { 0 }, gs = { 0 };
 	struct plug pl = { .lock = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER };
-	struct ev_pool *pool, *store_pool;
+	struct ev_pool *pool;
 	struct node a, b;
 	uint32_t len;
 
-	T_ASSERT_OK(ev_pool_new(2, &pool));
-	T_ASSERT_OK(ev_pool_new(1, &store_pool));
+	T_ASSERT_OK(ev_pool_new(1, &pool));
 	net_begin();
 	node_start(&a, "swarm-a", NULL);
-	node_start(&b, "swarm-b", &(struct node_cfg){ .pool = pool, .store_pool = store_pool });
+	node_start(&b, "swarm-b", &(struct node_cfg){ .pool = pool });
 	chunk_make(&small, (1u << 20) + 7);
 	chunk_put(&a, &small);
 	for (size_t i = 0; i < N; i++) {
@@ -1185,7 +1183,7 @@ static void early_readers_do_not_wait_for_the_store(void)
 	}
 	node_link(&b, &a);
 	WAIT_FOR(members(&b) == 1, 3000);
-	ev_work_submit(store_pool, loop, &pl.w, plug_run, NULL);
+	ev_work_submit(pool, loop, &pl.w, plug_run, NULL);
 
 	ge.want = gs.want = &small;
 	T_ASSERT_OK(swarm_fetch(b.s, small.id, NULL, SWARM_FETCH_EARLY, on_got, &ge));
@@ -1221,7 +1219,6 @@ static void early_readers_do_not_wait_for_the_store(void)
 	free(small.data);
 	NET_END(&a, &b);
 	ev_pool_free(pool);
-	ev_pool_free(store_pool);
 }
 
 T_MAIN(T_CASE(two_members_see_each_other), T_CASE(both_dialing_keeps_one_connection),
