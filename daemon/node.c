@@ -348,9 +348,7 @@ static void swarm_status(struct daemon *d, struct ctl_conn *c, FILE *json)
 		   "members:       %u connected, %u connecting, %u addresses known (tcp port %u)",
 		   st.members, st.connecting, st.known_addrs, swarm_port(d->swarm));
 	{
-		char ri[32], ro[32];
-
-		char sb[32];
+		char ri[32], ro[32], sb[32];
 
 		ctl_printf(c, "transfers:     %u chunks in flight, in %s/s, out %s/s%s%s%s",
 			   st.fetches, p2p_fmt_size(ri, sizeof(ri), (uint64_t)st.rate_in),

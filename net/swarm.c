@@ -9,7 +9,8 @@
  *   addrs      addresses to keep trying (configured, from the DHT, from
  *              peer exchange), with a back-off per address
  *   fetches    chunks wanted; each is at one member at a time (its request
- *              in that member's window) or waiting for a member
+ *              in that member's window), waiting for a member, or verified
+ *              and being written to the store (f->storing)
  *
  * Invariants:
  *  1. A fetch with f->peer set is in f->peer->req[] under f->reqid, and
@@ -825,15 +826,16 @@ static void fetch_complete(struct swarm *s, struct swarm_peer *p, struct fetch *
 	b = cs_cache_put(s->o.cs, f->id, f->buf, f->total);
 	f->buf = NULL; /* @b's now, or freed */
 	f->got = f->total = 0;
+	relays_end(s, f, b); /* verified: they may send the last bytes */
 	fetch_detach(f);
-	if (!b || !(sw = calloc(1, sizeof(*sw)))) {
-		if (b)
-			fetch_verified(s, f, p->id, -ENOMEM, b); /* not stored: given out */
-		else
-			fetch_finish(s, f, -ENOMEM);
+	if (!b) {
+		fetch_finish(s, f, -ENOMEM);
 		return;
 	}
-	relays_end(s, f, b); /* verified: they may send the last bytes */
+	if (!(sw = calloc(1, sizeof(*sw)))) {
+		fetch_verified(s, f, p->id, -ENOMEM, b); /* not stored: given out */
+		return;
+	}
 	if (s->storing_bytes < SWARM_STORE_AHEAD) {
 		while ((w = *pp)) {
 			if (w->early) {
@@ -2195,7 +2197,7 @@ static void on_tick(struct ev_timer *t)
 	for (f = s->fetches; f; f = fn) {
 		fn = f->next;
 		if (f->storing)
-			continue; /* here already: a worker checks it */
+			continue; /* here already: the store's worker writes it */
 		if (now - f->started >= s->o.fetch_timeout_ms || !count_members(s)) {
 			int rc = count_members(s) ? -ETIMEDOUT : -EIO;
 
