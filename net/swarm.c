@@ -698,29 +698,32 @@ int swarm_fetch(struct swarm *s, const uint8_t id[static CS_ID_LEN], const uint8
 	return 0;
 }
 
-/* The chunk checked and stored (or not): tell the readers. Loop thread.
- * @vb: the verified chunk if it is in a buffer already (a reference taken
- * over), else NULL and it is in f->buf. */
-static void fetch_verified(struct swarm *s, struct fetch *f, const uint8_t *from, int rc,
-			   struct cs_buf *vb)
+/* @f's chunk from @from did not hash to its id (its bytes are dropped
+ * already): @from is disconnected and not asked again. Loop thread. */
+static void fetch_bad(struct swarm *s, struct fetch *f, const uint8_t *from)
 {
 	struct swarm_peer *p = member_by_id(s, from, NULL);
 	char h[9];
 
-	if (rc == -EBADMSG) {
-		p2p_hex8(h, f->id);
-		s->st.bad_chunks++;
-		log_error("member %s sent chunk %s with bytes that do not hash to its id: "
-			  "disconnecting it and not asking it again",
-			  p ? tp_conn_name(p->c) : "(gone)", h);
-		relays_end(s, f, NULL);
-		fetch_drop_bytes(f);
-		ban(s, from);
-		if (p)
-			p->closing = true; /* aborted by the frame handler or the tick */
-		dispatch(s);
-		return;
-	}
+	p2p_hex8(h, f->id);
+	s->st.bad_chunks++;
+	log_error("member %s sent chunk %s with bytes that do not hash to its id: "
+		  "disconnecting it and not asking it again",
+		  p ? tp_conn_name(p->c) : "(gone)", h);
+	ban(s, from);
+	if (p)
+		p->closing = true; /* aborted by the frame handler or the tick */
+	dispatch(s);
+}
+
+/* Chunk @b of @f, from @from, verified and stored (@rc >= 0) or not: the
+ * readers get it (and @b's reference), and @f goes. Loop thread. */
+static void fetch_verified(struct swarm *s, struct fetch *f, const uint8_t *from, int rc,
+			   struct cs_buf *b)
+{
+	struct swarm_peer *p = member_by_id(s, from, NULL);
+	char h[9];
+
 	if (rc >= 0)
 		swarm_announce(s, f->id, 1);
 	if (p) {
@@ -728,23 +731,14 @@ static void fetch_verified(struct swarm *s, struct fetch *f, const uint8_t *from
 		p->chunks_in++;
 	}
 	s->st.fetched++;
-	s->st.fetched_bytes += vb ? cs_buf_len(vb) : f->total;
+	s->st.fetched_bytes += cs_buf_len(b);
 	if (rc < 0) {
 		/* Not stored (the disk is full?): the readers still get it. */
 		p2p_hex8(h, f->id);
 		log_error("chunk %s arrived but cannot be stored: %s", h, strerror(-rc));
 	}
-	{
-		/* The verified bytes go to the readers as they are (and to the
-		 * memory cache), not read back from the disk. */
-		struct cs_buf *b = vb ? vb : cs_cache_put(s->o.cs, f->id, f->buf, f->total);
-
-		/* fetch_finish_buf() moves the relays onto @b. */
-		f->buf = NULL;
-		f->got = f->total = 0;
-		fetch_finish_buf(s, f, b ? 0 : -EIO, b);
-		cs_buf_unref(b);
-	}
+	fetch_finish_buf(s, f, 0, b);
+	cs_buf_unref(b);
 }
 
 /*
@@ -801,39 +795,30 @@ static void fetch_complete(struct swarm *s, struct swarm_peer *p, struct fetch *
 	struct store_work *sw;
 	uint8_t id[CS_ID_LEN];
 	struct cs_buf *b;
+	int rc = 0;
 
 	cs_id_end(f->hash, id);
 	f->hash = NULL;
 	if (sodium_memcmp(id, f->id, CS_ID_LEN)) {
 		fetch_detach(f);
-		fetch_verified(s, f, p->id, -EBADMSG, NULL);
+		fetch_bad(s, f, p->id);
 		return;
 	}
-	if (!s->o.pool) {
-		/* Its slot at @p is free for the next request from now on. */
-		uint8_t *buf = f->buf;
-		uint32_t total = f->total;
-
-		f->buf = NULL;
-		fetch_detach(f);
-		f->buf = buf;
-		f->got = f->total = total;
-		fetch_verified(s, f, p->id, cs_put(s->o.cs, f->id, buf, total, 0), NULL);
-		return;
-	}
+	if (!s->o.pool)
+		rc = cs_put(s->o.cs, f->id, f->buf, f->total, 0); /* on the loop */
 	/* The verified bytes go to the readers as they are (and to the memory
 	 * cache), not read back from the disk. */
 	b = cs_cache_put(s->o.cs, f->id, f->buf, f->total);
 	f->buf = NULL; /* @b's now, or freed */
 	f->got = f->total = 0;
 	relays_end(s, f, b); /* verified: they may send the last bytes */
-	fetch_detach(f);
+	fetch_detach(f);     /* its slot at @p is free for the next request */
 	if (!b) {
 		fetch_finish(s, f, -ENOMEM);
 		return;
 	}
-	if (!(sw = calloc(1, sizeof(*sw)))) {
-		fetch_verified(s, f, p->id, -ENOMEM, b); /* not stored: given out */
+	if (!s->o.pool || !(sw = calloc(1, sizeof(*sw)))) {
+		fetch_verified(s, f, p->id, s->o.pool ? -ENOMEM : rc, b);
 		return;
 	}
 	if (s->storing_bytes < SWARM_STORE_AHEAD) {
